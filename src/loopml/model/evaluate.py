@@ -1,0 +1,322 @@
+"""Evaluation on the locked holdout, diagnosis of a missed goal, and serving latency.
+
+:func:`evaluate` scores the model once on the holdout (with its own threshold) and bootstraps a
+95% confidence interval. :func:`diagnose` reads the search evidence when the goal is missed and
+says where the loop goes back: more rows (Data), a wider search (Model) or a new goal (Business).
+
+>>> from sklearn.datasets import load_diabetes
+>>> from loopml.spec import GoalSpec
+>>> from loopml.model.search import SearchPlan, search, split_holdout
+>>> df = load_diabetes(as_frame=True).frame
+>>> train, holdout = split_holdout(df, "target", "regression", 0.2, seed=0)
+>>> goal = GoalSpec(metric="rmse", at_most=60)
+>>> result = search(train, target="target", task="regression", goal=goal, plan=SearchPlan(families=("linear",)))
+>>> ev = evaluate(result.model, holdout, goal, n_boot=200)
+>>> ev.ci_low <= ev.value <= ev.ci_high
+True
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopml.business.metrics import METRICS, metric_names_for
+from loopml.errors import ModelError
+from loopml.model._operating import COUNT_METRICS, best_under, from_counts
+from loopml.model.artifact import TrainedModel
+from loopml.model.features import _key
+from loopml.model.search import SearchPlan, SearchResult, goal_score
+
+__all__ = ["Diagnosis", "Evaluation", "diagnose", "evaluate", "predict_latency_ms"]
+
+_WITHIN_REACH = 0.05  # absolute for scores in [0, 1]; relative to the goal for regression
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """The goal metric on the locked holdout with its 95% bootstrap interval, and every other metric."""
+
+    metric: str
+    value: float
+    ci_low: float
+    ci_high: float
+    met: bool
+    constraints: dict[str, dict[str, Any]]
+    metrics: dict[str, float | None]
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(model: TrainedModel, holdout: pd.DataFrame, goal: Any, *, seed: int = 0, n_boot: int = 1000) -> Evaluation:
+    """Score ``model`` on ``holdout`` against ``goal`` (a :class:`loopml.spec.GoalSpec`).
+
+    ``met`` is True when the point estimate meets the goal and every ``with`` constraint holds.
+    """
+    if model.target not in holdout.columns:
+        raise ModelError(f"holdout lacks the target column '{model.target}'")
+    if goal.metric not in METRICS or model.task not in METRICS[goal.metric].tasks:
+        raise ModelError(f"goal metric '{goal.metric}' does not fit task '{model.task}'")
+    y = _encode(model, holdout[model.target])
+    X = holdout.drop(columns=[model.target])
+    scores = model.predict(X) if model.task == "regression" else model.predict_proba(X)
+    if model.task == "binary":
+        scores = scores[:, 1]
+    k = len(model.classes)
+
+    def value_of(name: str) -> float | None:
+        try:
+            return goal_score(name, model.task, y, scores, model.threshold, k)
+        except ValueError:  # e.g. roc_auc on a holdout holding one class only
+            return None
+
+    value = value_of(goal.metric)
+    if value is None:
+        raise ModelError(f"cannot compute {goal.metric} on this holdout ({len(y)} rows); it needs both classes")
+    boot = _bootstrap(goal.metric, model.task, y, scores, model.threshold, k, seed=seed, n_boot=n_boot)
+    ci_low, ci_high = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
+    constraints = {}
+    for name, need in goal.with_.items():
+        v = value_of(name)
+        constraints[name] = {"value": v, "required": float(need), "met": v is not None and v >= need}
+    return Evaluation(
+        metric=goal.metric, value=value, ci_low=ci_low, ci_high=ci_high,
+        met=bool(goal.is_met(value)) and all(c["met"] for c in constraints.values()),
+        constraints=constraints, metrics={name: value_of(name) for name in metric_names_for(model.task)},
+        rows=len(y),
+    )
+
+
+def _encode(model: TrainedModel, y: pd.Series) -> np.ndarray:
+    """Holdout target in the model's codes (binary 1 = positive, multiclass index into classes)."""
+    if y.isna().any():
+        raise ModelError(f"holdout target '{model.target}' has {int(y.isna().sum())} missing value(s)")
+    if model.task == "regression":
+        return y.to_numpy(dtype=float)
+    code = {_key(c): i for i, c in enumerate(model.classes)}
+    keys = [_key(v) for v in y.tolist()]
+    unknown = sorted(set(keys) - set(code))
+    if unknown:
+        raise ModelError(f"holdout target has label(s) {unknown} the model never saw; classes: {model.classes}")
+    return np.array([code[k] for k in keys])
+
+
+def _bootstrap(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int,
+               *, seed: int, n_boot: int) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of metric ``name``, vectorised where the metric allows it."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    if task == "binary" and name in COUNT_METRICS:
+        # A row bootstrap of a confusion matrix is a multinomial draw over its cells: O(n_boot), not O(n·n_boot).
+        pred = (scores >= (0.5 if threshold is None else threshold)).astype(int)
+        cells = np.bincount(2 * y + pred, minlength=4) / n  # tn, fp, fn, tp
+        tn, fp, fn, tp = rng.multinomial(n, cells, size=n_boot).T
+        return from_counts(name, tp, fp, fn, tn)
+    if task == "multiclass" and name in ("accuracy", "balanced_accuracy", "f1_macro"):
+        cm = rng.multinomial(n, np.bincount(k * y + scores.argmax(axis=1), minlength=k * k) / n, size=n_boot)
+        return _from_confusion(name, cm.reshape(n_boot, k, k).astype(float))
+    out = []
+    for start in range(0, n_boot, max(1, 2_000_000 // n)):  # chunks of row-count matrices bound the memory
+        W = rng.multinomial(n, np.full(n, 1.0 / n), size=min(n_boot - start, max(1, 2_000_000 // n))).astype(float)
+        out.append(_weighted(name, task, y, scores, threshold, k, W))
+    return np.concatenate(out)
+
+
+def _from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
+    """Multiclass metric from a stack of confusion matrices (rows: true, columns: predicted)."""
+    diag = np.diagonal(cm, axis1=1, axis2=2)
+    true, pred = cm.sum(axis=2), cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "accuracy":
+            return diag.sum(axis=1) / cm.sum(axis=(1, 2))
+        if name == "balanced_accuracy":  # mean recall over the classes present
+            return np.nanmean(np.where(true > 0, diag / true, np.nan), axis=1)
+        f1 = np.where(true + pred > 0, 2 * diag / (true + pred), np.nan)  # f1_macro over classes seen
+        return np.nanmean(f1, axis=1)
+
+
+def _weighted(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int,
+              W: np.ndarray) -> np.ndarray:
+    """Metric per row-count vector (one row of ``W`` per bootstrap resample)."""
+    n = W.shape[1]
+    if task == "regression":
+        err = y - scores
+        if name == "rmse":
+            return np.sqrt(W @ err**2 / n)
+        if name == "mae":
+            return W @ np.abs(err) / n
+        if name == "r2":
+            total = W @ y**2 - (W @ y) ** 2 / n
+            return 1 - (W @ err**2) / np.where(total > 0, total, np.nan)
+    if name == "log_loss":
+        proba = np.column_stack([1 - scores, scores]) if task == "binary" else scores
+        eps = np.finfo(float).eps
+        return W @ -np.log(np.clip(proba[np.arange(n), y], eps, 1 - eps)) / n
+    if name == "roc_auc":
+        return _weighted_auc(y, scores, W)
+    if name == "roc_auc_ovr":  # sklearn's macro one-vs-rest: the unweighted mean of per-class AUCs
+        return np.mean([_weighted_auc((y == c).astype(int), scores[:, c], W) for c in range(k)], axis=0)
+    if name == "average_precision":
+        return _weighted_ap(y, scores, W)
+    # A metric added to the registry later: resample explicitly and call it (slower, still right).
+    rows = np.arange(n)
+    out = []
+    for w in W.astype(int):
+        idx = np.repeat(rows, w)
+        try:
+            out.append(goal_score(name, task, y[idx], scores[idx], threshold, k))
+        except ValueError:
+            out.append(np.nan)
+    return np.array(out)
+
+
+def _weighted_auc(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """ROC AUC per weight vector: the weighted Mann-Whitney statistic, ties counted half."""
+    order = np.argsort(p, kind="stable")
+    ps, ys, Ws = p[order], y[order], W[:, order]
+    starts = np.r_[0, np.nonzero(np.diff(ps))[0] + 1]  # tie groups of equal scores
+    pos = np.add.reduceat(Ws * ys, starts, axis=1)
+    neg = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives scored strictly lower
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _weighted_ap(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Average precision per weight vector: sum over distinct thresholds of recall gained × precision."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys, Ws = p[order], y[order], W[:, order]
+    starts = np.r_[0, np.nonzero(np.diff(ps))[0] + 1]
+    tp = np.cumsum(np.add.reduceat(Ws * ys, starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(Ws * (1 - ys), starts, axis=1), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = tp / tp[:, -1:]
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        return (np.diff(recall, axis=1, prepend=0.0) * precision).sum(axis=1)
+
+
+# -- diagnosis -----------------------------------------------------------------------------------
+@dataclass
+class Diagnosis:
+    """Why the goal was missed and where the loop goes back.
+
+    ``cause`` is ``"more_data"`` (→ ``"data"``), ``"model_capacity"`` (→ ``"model"``) or
+    ``"infeasible"`` (→ ``"business"``); ``reachable`` is what the data did reach.
+    """
+
+    cause: str
+    next_stage: str
+    evidence: dict[str, Any]
+    explanation: str
+    reachable: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diagnose(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: SearchPlan,
+             rows_available: int) -> Diagnosis:
+    """Explain a missed goal from the learning curve, the gap and the plan's room to widen.
+
+    The learning curve still rising (100% of rows beats 50% by over a quarter of the gap) → more
+    data; else a gap within reach (< 0.05, or 5% of the goal for regression) and a plan that can
+    widen → model capacity; else the goal is out of reach of this data → back to Business.
+    """
+    if evaluation.met:
+        raise ModelError("the goal is met on the holdout; there is nothing to diagnose")
+    gib = goal.greater_is_better
+
+    def ahead(a: float, b: float) -> float:  # how much better a is than b, in the goal's direction
+        return (a - b) if gib else (b - a)
+
+    shortfalls = {goal.metric: ahead(goal.threshold, evaluation.value)}
+    shortfalls.update({f"{name} (constraint)": c["required"] - (c["value"] if c["value"] is not None else 0.0)
+                       for name, c in evaluation.constraints.items()})
+    gap = max(0.0, *shortfalls.values())
+    regression = result.model.task == "regression"
+    reach_gap = gap / abs(goal.threshold) if regression and goal.threshold else gap
+
+    curve = result.learning_curve
+    # "Still rising": the full-size point beats every smaller one (not just 50%), so one noisy dip
+    # in a short curve does not send the loop off to collect data.
+    rise = min((ahead(curve[-1]["score"], p["score"]) for p in curve[:-1]), default=0.0)
+    rising = rise > 0 and rise > 0.25 * gap
+    can_widen = "lightgbm" not in plan.families or plan.lgbm_configs < 8
+    reachable = _reachable(result, evaluation, goal)
+
+    evidence = {
+        "holdout_value": evaluation.value, "goal": goal.threshold, "gap": gap, "shortfalls": shortfalls,
+        "cv_score": result.cv_score, "learning_curve": curve, "curve_rise": rise,
+        "lgbm_configs": plan.lgbm_configs, "rows_used": int(len(result.oof_target)) if result.oof_target is not None else None,
+        "rows_available": rows_available,
+    }
+    name, fmt = goal.metric, (lambda v: f"{v:.4g}")
+    missed = f"{name} {fmt(evaluation.value)} on the holdout misses the goal {goal.describe()}"
+    if rising:
+        points = " → ".join(f"{fmt(p['score'])} at {p['rows']:,}" for p in curve)
+        text = (f"{missed}; the learning curve still rises ({name} {points} rows, +{fmt(rise)}), "
+                f"more than a quarter of the remaining gap {fmt(gap)}, "
+                f"so more rows should help ({rows_available:,} available): back to Data.")
+        cause, stage = "more_data", "data"
+    elif can_widen and reach_gap < _WITHIN_REACH:
+        text = (f"{missed} by {fmt(gap)}, within reach, and the learning curve is flat (change {fmt(rise)}); "
+                f"a wider search than {plan.describe()} may close it: back to Model.")
+        cause, stage = "model_capacity", "model"
+    else:
+        why = "the search is already at its widest" if not can_widen else f"the gap {fmt(gap)} is too large for a wider search"
+        text = (f"{missed}; the best seen is {fmt(reachable['best'])}, the learning curve is flat "
+                f"(change {fmt(rise)}) and {why}: revise the goal to what the data can reach: back to Business.")
+        for constraint, best in reachable.get("trade_off", {}).items():
+            if best is not None:
+                text += f" At {name} >= {goal.threshold:g} the best {constraint} out of fold is {fmt(best)}."
+            else:
+                text += f" No operating point reaches {name} >= {goal.threshold:g} out of fold."
+        cause, stage = "infeasible", "business"
+    return Diagnosis(cause=cause, next_stage=stage, evidence=evidence, explanation=text, reachable=reachable)
+
+
+def _reachable(result: SearchResult, evaluation: Evaluation, goal: Any) -> dict[str, Any]:
+    """The best goal-metric values seen, and at a constrained operating point what the OOF data allows."""
+    pick = max if goal.greater_is_better else min
+    best_cv = pick(c.cv_score for c in result.candidates)
+    out: dict[str, Any] = {"metric": goal.metric, "best_cv": best_cv, "holdout": evaluation.value,
+                           "best": pick(best_cv, evaluation.value)}
+    if goal.with_ and goal.metric in COUNT_METRICS and result.oof_scores is not None:
+        y, p = result.oof_target, result.oof_scores
+        # The best goal metric while every constraint holds, and each constraint's best while the goal holds.
+        out["at_constraints"] = best_under(y, p, maximise=goal.metric, subject_to=dict(goal.with_))
+        out["trade_off"] = {name: best_under(y, p, maximise=name, subject_to={goal.metric: goal.threshold})
+                            for name in goal.with_}
+    return out
+
+
+# -- latency -------------------------------------------------------------------------------------
+def predict_latency_ms(model: TrainedModel, X: pd.DataFrame, *, n: int = 200) -> dict[str, float]:
+    """p50 and p99 milliseconds of single-row prediction, rows taken from ``X`` in turn.
+
+    >>> from loopml.model.features import Preprocessor
+    >>> pre = Preprocessor().fit(pd.DataFrame({"x": [0.0, 1.0]}))
+    >>> m = TrainedModel(task="regression", target="y", family="linear", preprocessor=pre,
+    ...                  state={"coef": [1.0], "intercept": 0.0})
+    >>> sorted(predict_latency_ms(m, pd.DataFrame({"x": [0.5]}), n=10))
+    ['n', 'p50', 'p99']
+    """
+    if len(X) == 0:
+        raise ModelError("predict_latency_ms needs at least one row in X")
+    call = model.predict if model.task == "regression" else model.predict_proba
+    rows = [X.iloc[[i % len(X)]] for i in range(n)]
+    call(rows[0])  # warm-up: the first call builds the booster from its JSON string
+    times = []
+    for row in rows:
+        t0 = time.perf_counter()
+        call(row)
+        times.append((time.perf_counter() - t0) * 1000)
+    p50, p99 = np.percentile(times, [50, 99])
+    return {"p50": float(p50), "p99": float(p99), "n": n}

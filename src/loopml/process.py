@@ -1,0 +1,491 @@
+"""The loop: runs Business → Data → Model → Operations, applies each gate, goes back when one fails.
+
+Every gate writes a :class:`~loopml.decisions.Decision`. The engine owns the side
+effects (store writes); the stages are plain functions. Work already done on the
+same inputs (content hashes of spec and data) is reused, so a re-run with nothing
+changed trains nothing, and a change redoes only what depends on it.
+
+>>> from loopml.process import run_project
+>>> result = run_project(spec, store)     # doctest: +SKIP
+>>> result.outcome, result.exit_code      # doctest: +SKIP
+('registered', 0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+
+import pandas as pd
+from dataclasses import dataclass, field, replace
+from importlib import metadata as _pkg
+from typing import Any, Callable, Literal
+
+from loopml.data import (
+    assess,
+    check_data,
+    clean,
+    collect,
+    file_hash,
+    frame_from_parquet,
+    frame_hash,
+    frame_to_parquet,
+    infer_contract,
+)
+from loopml.decisions import Decision
+from loopml.errors import ModelError
+from loopml.maintenance import compare_on_recent, labeled_frame, split_older_recent
+from loopml.model import SearchPlan, TrainedModel, diagnose, evaluate, predict_latency_ms, search, split_holdout
+from loopml.spec import CleanSpec, ProjectSpec, spec_hash
+from loopml.store import ModelVersion, SnapshotRecord, Store
+
+__all__ = ["MaintainResult", "RunResult", "maintain_project", "run_project"]
+
+Outcome = Literal["registered", "goal_not_met", "data_insufficient", "not_deployable"]
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class RunResult:
+    """Where one ``loopml run`` ended, and the decisions that got it there."""
+
+    run_id: int
+    project: str
+    outcome: Outcome
+    explanation: str
+    model_version: ModelVersion | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    reachable: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.outcome == "registered" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "project": self.project,
+            "outcome": self.outcome,
+            "explanation": self.explanation,
+            "model_version": self.model_version.version if self.model_version else None,
+            "reachable": self.reachable,
+            "decisions": [d.to_dict() for d in self.decisions],
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the loop changes when it goes back: cleaning choices and search width."""
+
+    clean: CleanSpec
+    search: SearchPlan
+
+
+def run_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None) -> RunResult:
+    """Run the loop for ``spec`` until the goal is met or nothing left can help."""
+    return _Loop(spec, store, progress or (lambda stage, message: None)).run()
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _packages() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("loopml", "numpy", "pandas", "scikit-learn", "lightgbm", "pyarrow"):
+        try:
+            out[name] = _pkg.version(name)
+        except _pkg.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+class _Loop:
+    def __init__(self, spec: ProjectSpec, store: Store, progress: Progress):
+        self.spec = spec
+        self.store = store
+        self.progress = progress
+        self.project = spec.project
+        self.decisions: list[Decision] = []
+        self.run_id = 0
+        self.spec_sha = spec_hash(spec)
+        self.deadline = time.monotonic() + spec.model.budget
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self.progress("data", "hashing sources")
+        self.source_hashes = {s.name: file_hash(self.spec.source_path(s)) for s in self.spec.data.sources}
+        self.run_id = self.store.start_run(self.project, "run", self.spec_sha,
+                                           _digest([self.spec_sha, self.source_hashes]))
+        try:
+            result = self._loop()
+        except BaseException as exc:
+            self.store.finish_run(self.run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self.store.finish_run(self.run_id, result.outcome, result.explanation)
+        return result
+
+    def _loop(self) -> RunResult:
+        self._business_gate()
+        plan = _Plan(clean=self.spec.data.clean,
+                     search=SearchPlan(seed=self.spec.model.seed, folds=self.spec.model.folds))
+        for iteration in range(1, self.spec.model.max_iterations + 1):
+            snapshot, data_ok = self._data_stage(plan, iteration)
+            if not data_ok:
+                better = self._cleaning_that_keeps_rows(plan.clean, snapshot)
+                if better is None:
+                    return self._end("data_insufficient", snapshot.report["gate"]["reasons"][0]
+                                     + "; add rows or a source to the spec")
+                plan = replace(plan, clean=better)
+                continue
+            goal = self._model_stage(snapshot, plan, iteration)
+            if goal["met"]:
+                return self._operations_gate(goal["model_version"], snapshot)
+            diagnosis = goal["diagnosis"]
+            self.reachable = diagnosis.get("reachable", {})
+            if diagnosis["next_stage"] == "model":
+                if not plan.search.can_widen:
+                    return self._stop_infeasible(f"the search is already at its widest; {diagnosis['explanation']}")
+                if time.monotonic() >= self.deadline:
+                    return self._stop_infeasible(
+                        f"the model budget of {self.spec.model.budget:g}s is spent before the search could widen; "
+                        f"{diagnosis['explanation']}")
+                plan = replace(plan, search=plan.search.widen())
+                continue
+            if diagnosis["next_stage"] == "data":
+                self._decide("data", "more_data", "fail", "stop", "business",
+                             "the learning curve says more rows would help, but every source in the spec is "
+                             "already used and read in full; add rows or a source to data.sources",
+                             {"sources_used": len(self.spec.data.sources), **diagnosis["evidence"]})
+            return self._stop_infeasible(diagnosis["explanation"])
+        return self._stop_infeasible(
+            f"stopped after {self.spec.model.max_iterations} iterations (model.max_iterations) without meeting the goal")
+
+    # -- Business ------------------------------------------------------------------------------
+
+    def _business_gate(self) -> None:
+        b = self.spec.business
+        self._decide("business", "goal_fits_task", "pass", "proceed", "data",
+                     f"{b.task} task on target '{b.target}'; goal {b.goal.describe()} on the locked holdout",
+                     {"task": b.task, "target": b.target, "metric": b.goal.metric, "threshold": b.goal.threshold,
+                      "with": dict(b.goal.with_), "costs": b.costs.model_dump() if b.costs else None})
+
+    def _stop_infeasible(self, why: str) -> RunResult:
+        goal = self.spec.business.goal
+        reach = getattr(self, "reachable", {})
+        self._decide("business", "feasibility", "fail", "revise_goal", None,
+                     f"goal {goal.describe()} is not reachable with this data: {why}",
+                     {"goal": goal.describe(), "reachable": reach})
+        return self._end("goal_not_met", why)
+
+    # -- Data ----------------------------------------------------------------------------------
+
+    def _data_stage(self, plan: _Plan, iteration: int) -> tuple[SnapshotRecord, bool]:
+        spec = self.spec
+        key = _digest({"sources": self.source_hashes,
+                       "spec": [s.model_dump(mode="json") for s in spec.data.sources],
+                       "clean": plan.clean.model_dump(), "target": spec.business.target,
+                       "task": spec.business.task, "min_rows": spec.data.min_rows})
+        snapshot = self.store.find_snapshot(self.project, key)
+        if snapshot is not None:
+            self._decide("data", "snapshot", "info", "reuse", "data",
+                         f"sources and cleaning unchanged: reusing snapshot {snapshot.data_hash[:12]} "
+                         f"({snapshot.rows:,} rows)", {"snapshot_id": snapshot.id, "input_key": key})
+        else:
+            snapshot = self._build_snapshot(plan.clean, key)
+        gate = snapshot.report["gate"]
+        verdict = "pass" if gate["passed"] else "fail"
+        summary = (f"{snapshot.rows:,} rows × {snapshot.columns} features after cleaning; "
+                   + ("; ".join(gate["reasons"]) if gate["reasons"] else "enough rows and every class represented"))
+        self._decide("data", "enough_data", verdict, "proceed" if gate["passed"] else "reclean",
+                     "model" if gate["passed"] else "data", summary,
+                     {**gate["evidence"], "iteration": iteration, "snapshot_id": snapshot.id})
+        return snapshot, gate["passed"]
+
+    def _build_snapshot(self, plan: CleanSpec, key: str) -> SnapshotRecord:
+        spec = self.spec
+        target, task = spec.business.target, spec.business.task
+        self.progress("data", "collecting sources")
+        collected = collect(spec)
+        self._decide("data", "collect", "info", "collected", "data",
+                     ", ".join(f"{s.name}: {s.rows:,} rows in {s.read_seconds:.2f}s" for s in collected.sources)
+                     + "".join(f"; joined {j.source} on {j.on} ({j.match_rate:.0%} matched)" for j in collected.joins),
+                     {"sources": [s.to_dict() for s in collected.sources],
+                      "joins": [j.to_dict() for j in collected.joins]})
+        self.progress("data", "assessing and cleaning")
+        before = assess(collected.frame, target, task)
+        cleaned = clean(collected.frame, target, task, plan)
+        after = assess(cleaned.frame, target, task)
+        self._decide("data", "clean", "info", "cleaned", "data",
+                     "; ".join(cleaned.actions) or "nothing to clean",
+                     {"plan": plan.model_dump(), **cleaned.report})
+        check = check_data(after, min_rows=spec.data.min_rows, task=task)
+        contract = infer_contract(cleaned.frame, target, task)
+        report = {"assessment_raw": before.to_dict(), "assessment": after.to_dict(), "cleaning": cleaned.report,
+                  "gate": {"passed": check.passed, "evidence": check.evidence, "reasons": check.reasons},
+                  "clean_plan": plan.model_dump()}
+        return self.store.save_snapshot(
+            self.project, input_key=key, data=frame_to_parquet(cleaned.frame), data_hash=frame_hash(cleaned.frame),
+            rows=len(cleaned.frame), columns=len(contract.columns), contract=contract.model_dump(mode="json"),
+            report=report)
+
+    def _cleaning_that_keeps_rows(self, plan: CleanSpec, snapshot: SnapshotRecord) -> CleanSpec | None:
+        """A cleaning plan that loses fewer rows, if the current one lost any."""
+        lost = snapshot.report["cleaning"].get("dropped_missing_rows", 0)
+        if plan.missing == "drop_rows" and lost:
+            better = plan.model_copy(update={"missing": "impute"})
+            self._decide("data", "enough_data", "info", "reclean", "data",
+                         f"dropping rows with missing values lost {lost:,} rows; cleaning again with missing: impute",
+                         {"dropped_missing_rows": lost})
+            return better
+        return None
+
+    # -- Model ---------------------------------------------------------------------------------
+
+    def _model_stage(self, snapshot: SnapshotRecord, plan: _Plan, iteration: int) -> dict[str, Any]:
+        spec = self.spec
+        b = spec.business
+        key = _digest({"data": snapshot.data_hash, "business": b.model_dump(mode="json", by_alias=True),
+                       "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe()})
+        registered = self.store.find_model(self.project, key)
+        if registered is not None:
+            self._decide("model", "goal", "pass", "reuse", "operations",
+                         f"data, goal and search unchanged: reusing model version {registered.version} "
+                         f"({b.goal.metric} {registered.metrics['holdout']['value']:.3f} on the holdout)",
+                         {"model_version": registered.version, "input_key": key})
+            return {"met": True, "model_version": registered}
+        earlier = self._earlier_goal_miss(key)
+        if earlier is not None:
+            self._decide("model", "goal", "fail", "reuse", earlier["diagnosis"]["next_stage"],
+                         f"data, goal and search unchanged since decision {earlier['decision_id']}: "
+                         f"{earlier['summary']}", {**earlier["evidence"], "reused_decision": earlier["decision_id"]})
+            return {"met": False, "diagnosis": earlier["diagnosis"]}
+
+        frame = frame_from_parquet(self.store.read_snapshot(snapshot))
+        train, holdout = split_holdout(frame, b.target, b.task, spec.data.holdout, spec.model.seed)
+        self.progress("model", f"searching ({plan.search.describe()})")
+        started = time.monotonic()
+        result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
+                        plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0))
+        self.progress("model", "evaluating on the locked holdout")
+        evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed)
+        evidence = {
+            "input_key": key, "iteration": iteration, "plan": plan.search.describe(),
+            "family": result.model.family, "cv_score": result.cv_score,
+            "holdout": evaluation.to_dict(), "operating_point": result.operating_point,
+            "candidates": [c.to_dict() if hasattr(c, "to_dict") else c.__dict__ for c in result.candidates],
+            "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
+        }
+        ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"
+        constraints = "".join(f", {k} {v['value']:.3f} (need {v['required']:g})"
+                              for k, v in evaluation.constraints.items())
+        measured = f"{evaluation.metric} {evaluation.value:.3f} {ci}{constraints} on {evaluation.rows:,} holdout rows"
+        if evaluation.met:
+            decision = Decision(stage="model", gate="goal", verdict="pass", action="register", next_stage="operations",
+                                summary=f"goal {b.goal.describe()} met by {result.model.family}: {measured}",
+                                evidence=evidence, run_id=self.run_id)
+            mv = self.store.register_model(
+                self.project, run_id=self.run_id, snapshot_id=snapshot.id, input_key=key,
+                model_bytes=result.model.to_bytes(), spec_hash=self.spec_sha, family=result.model.family,
+                metrics={"holdout": evaluation.to_dict(), "cv_score": result.cv_score},
+                operating_point=result.operating_point,
+                lineage={"snapshot_id": snapshot.id, "data_hash": snapshot.data_hash, "sources": self.source_hashes,
+                         "spec_hash": self.spec_sha, "packages": _packages(), "train_rows": len(train),
+                         "holdout_rows": len(holdout), "plan": plan.search.describe()},
+                decision=decision)
+            self.decisions.append(self.store.decisions(self.project, limit=1)[0])
+            self._holdout = holdout
+            return {"met": True, "model_version": mv}
+        diagnosis = diagnose(result, evaluation, b.goal, plan=plan.search, rows_available=len(frame))
+        diag = {"cause": diagnosis.cause, "next_stage": diagnosis.next_stage, "evidence": diagnosis.evidence,
+                "explanation": diagnosis.explanation, "reachable": diagnosis.reachable}
+        self._decide("model", "goal", "fail", f"back_to_{diagnosis.next_stage}", diagnosis.next_stage,
+                     f"goal {b.goal.describe()} missed: {measured}; {diagnosis.explanation}",
+                     {**evidence, "diagnosis": diag})
+        return {"met": False, "diagnosis": diag}
+
+    def _earlier_goal_miss(self, key: str) -> dict[str, Any] | None:
+        for d in reversed(self.store.decisions(self.project)):
+            if d.stage == "model" and d.gate == "goal" and d.verdict == "fail" \
+                    and d.evidence.get("input_key") == key and "diagnosis" in d.evidence:
+                return {"decision_id": d.evidence.get("reused_decision", d.id), "summary": d.summary,
+                        "evidence": d.evidence, "diagnosis": d.evidence["diagnosis"]}
+        return None
+
+    # -- Operations (pre-deploy gate) ----------------------------------------------------------
+
+    def _operations_gate(self, mv: ModelVersion, snapshot: SnapshotRecord) -> RunResult:
+        limit = self.spec.business.constraints.predict_p99_ms
+        champion = self.store.alias(self.project, "champion")
+        if champion is not None and champion.id == mv.id:
+            self._decide("operations", "pre_deploy", "pass", "keep", None,
+                         f"model version {mv.version} is already the champion", {"model_version": mv.version})
+            return self._end("registered", f"model version {mv.version} is the champion", mv)
+        model = TrainedModel.from_bytes(self.store.read_model(mv))
+        sample = getattr(self, "_holdout", None)
+        if sample is None:
+            sample = frame_from_parquet(self.store.read_snapshot(snapshot)).head(200)
+        features = sample.drop(columns=[self.spec.business.target])
+        latency = predict_latency_ms(model, features, n=200)
+        evidence = {"model_version": mv.version, "p50_ms": latency["p50"], "p99_ms": latency["p99"],
+                    "predict_p99_ms_limit": limit}
+        if limit is not None and latency["p99"] > limit:
+            self._decide("operations", "pre_deploy", "fail", "keep_champion", "model",
+                         f"single-row p99 latency {latency['p99']:.2f} ms exceeds the constraint "
+                         f"predict_p99_ms {limit:g}; version {mv.version} stays registered but is not deployed",
+                         evidence)
+            return self._end("not_deployable", f"p99 latency {latency['p99']:.2f} ms > {limit:g} ms", mv)
+        previous = champion.version if champion else None
+        decision = Decision(stage="operations", gate="pre_deploy", verdict="pass", action="promote",
+                            next_stage="maintenance",
+                            summary=f"version {mv.version} is the champion"
+                                    + (f" (was {previous})" if previous else "")
+                                    + f"; single-row p99 {latency['p99']:.2f} ms"
+                                    + (f" within {limit:g} ms" if limit else ""),
+                            evidence={**evidence, "previous_champion": previous}, run_id=self.run_id)
+        self.store.set_alias(self.project, "champion", mv.version, actor="loopml run",
+                             reason=f"run {self.run_id}: goal met", decision=decision)
+        self.decisions.append(self.store.decisions(self.project, limit=1)[0])
+        return self._end("registered", f"model version {mv.version} meets the goal and is the champion",
+                         self.store.model_version(self.project, mv.version))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _decide(self, stage: str, gate: str, verdict: str, action: str, next_stage: str | None, summary: str,
+                evidence: dict[str, Any]) -> Decision:
+        decision = self.store.record_decision(self.project, Decision(
+            stage=stage, gate=gate, verdict=verdict, action=action, next_stage=next_stage,  # type: ignore[arg-type]
+            summary=summary, evidence=evidence, run_id=self.run_id))
+        self.decisions.append(decision)
+        self.progress(stage, summary)
+        return decision
+
+    def _end(self, outcome: Outcome, explanation: str, mv: ModelVersion | None = None) -> RunResult:
+        return RunResult(run_id=self.run_id, project=self.project, outcome=outcome, explanation=explanation,
+                         model_version=mv, decisions=self.decisions, reachable=getattr(self, "reachable", {}))
+
+
+# -- Maintenance ---------------------------------------------------------------------------------
+
+MaintainOutcome = Literal["waiting", "goal_holds", "promoted", "kept_champion", "alert_only"]
+
+
+@dataclass
+class MaintainResult:
+    """What one ``loopml maintain`` pass found and did."""
+
+    run_id: int
+    project: str
+    outcome: MaintainOutcome
+    explanation: str
+    champion: ModelVersion | None = None
+    challenger: ModelVersion | None = None
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.outcome in ("kept_champion", "alert_only") else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "project": self.project, "outcome": self.outcome,
+                "explanation": self.explanation,
+                "champion": self.champion.version if self.champion else None,
+                "challenger": self.challenger.version if self.challenger else None,
+                "decisions": [d.to_dict() for d in self.decisions]}
+
+
+def maintain_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None) -> MaintainResult:
+    """One maintenance pass: check the goal on new labeled predictions; retrain and compare when breached."""
+    loop = _Loop(spec, store, progress or (lambda stage, message: None))
+    champion = store.alias(spec.project, "champion")
+    if champion is None:
+        raise ModelError(f"project '{spec.project}' has no champion to maintain; run `loopml run` first")
+    loop.run_id = store.start_run(spec.project, "maintain", loop.spec_sha)
+    try:
+        result = _maintain(loop, champion)
+    except BaseException as exc:
+        store.finish_run(loop.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(loop.run_id, result.outcome, result.explanation)
+    return result
+
+
+def _maintain(loop: _Loop, champion: ModelVersion) -> MaintainResult:
+    spec, store, project = loop.spec, loop.store, loop.project
+    goal, target = spec.business.goal, spec.business.target
+
+    def done(outcome: MaintainOutcome, why: str, challenger: ModelVersion | None = None) -> MaintainResult:
+        return MaintainResult(loop.run_id, project, outcome, why, store.alias(project, "champion"), challenger,
+                              loop.decisions)
+
+    rows = store.labeled_predictions(project, after_feedback_seq=store.last_monitored_seq(project))
+    need = spec.maintenance.min_labeled
+    if len(rows) < need:
+        why = f"{len(rows)} new labeled predictions since the last check; need {need} (maintenance.min_labeled)"
+        loop._decide("maintenance", "enough_labels", "info", "wait", None, why, {"labeled": len(rows), "needed": need})
+        return done("waiting", why)
+
+    labeled = labeled_frame(rows, target)
+    champ_model = TrainedModel.from_bytes(store.read_model(champion))
+    live = evaluate(champ_model, labeled, goal, seed=spec.model.seed, n_boot=200)
+    window = store.add_monitor_window(project, model_version_id=champion.id, first_seq=rows[0]["feedback_seq"],
+                                      last_seq=rows[-1]["feedback_seq"], rows=len(rows), metrics=live.to_dict())
+    measured = (f"champion v{champion.version}: {goal.metric} {live.value:.3f} (95% CI {live.ci_low:.3f}–"
+                f"{live.ci_high:.3f}) on {len(rows)} labeled predictions")
+    if live.met:
+        loop._decide("maintenance", "goal_holds", "pass", "keep", None, f"goal {goal.describe()} holds: {measured}",
+                     {"window_id": window, **live.to_dict()})
+        return done("goal_holds", measured)
+    store.add_alert(project, window_id=window, kind="goal_breached", detail=live.to_dict())
+    if "goal_breached" not in spec.maintenance.triggers:
+        loop._decide("maintenance", "goal_holds", "fail", "alert", None,
+                     f"goal {goal.describe()} breached: {measured}; goal_breached is not in maintenance.triggers, "
+                     "so only an alert is raised", {"window_id": window, **live.to_dict()})
+        return done("alert_only", measured)
+    loop._decide("maintenance", "goal_holds", "fail", "retrain", "model",
+                 f"goal {goal.describe()} breached: {measured}; retraining on the snapshot plus labeled production rows",
+                 {"window_id": window, **live.to_dict()})
+
+    older, recent = split_older_recent(labeled)
+    base_snapshot = store.snapshot(champion.snapshot_id)
+    base = frame_from_parquet(store.read_snapshot(base_snapshot))
+    train = pd.concat([base, older[base.columns]], ignore_index=True)
+    loop.progress("model", f"retraining on {len(base):,} snapshot rows + {len(older)} labeled production rows")
+    result = search(train, target=target, task=spec.business.task, goal=goal, costs=spec.business.costs,
+                    positive=spec.business.positive,
+                    plan=SearchPlan(seed=spec.model.seed, folds=spec.model.folds),
+                    budget_s=spec.model.budget)
+    key = _digest({"base": base_snapshot.data_hash, "labeled": [r["id"] for r in rows]})
+    contract = infer_contract(train, target, spec.business.task)
+    snapshot = store.find_snapshot(project, key) or store.save_snapshot(
+        project, input_key=key, data=frame_to_parquet(train), data_hash=frame_hash(train), rows=len(train),
+        columns=len(contract.columns), contract=contract.model_dump(mode="json"),
+        report={"base_snapshot": base_snapshot.id, "labeled_rows": len(older),
+                "gate": {"passed": True, "evidence": {}, "reasons": []}})
+    comparison = compare_on_recent(champ_model, result.model, recent, goal, seed=spec.model.seed)
+    challenger = store.register_model(
+        project, run_id=loop.run_id, snapshot_id=snapshot.id, input_key=key, model_bytes=result.model.to_bytes(),
+        spec_hash=loop.spec_sha, family=result.model.family,
+        metrics={"holdout": comparison.challenger, "cv_score": result.cv_score, "champion_on_recent": comparison.champion},
+        operating_point=result.operating_point,
+        lineage={"snapshot_id": snapshot.id, "data_hash": snapshot.data_hash, "retrained_from": champion.version,
+                 "labeled_rows": len(older), "comparison_rows": len(recent), "spec_hash": loop.spec_sha,
+                 "packages": _packages()})
+    store.set_alias(project, "challenger", challenger.version, actor="loopml maintain",
+                    reason=f"retrained in run {loop.run_id}")
+    evidence = {"window_id": window, "challenger_version": challenger.version, **comparison.to_dict()}
+    if not comparison.promote:
+        loop._decide("maintenance", "challenger_vs_champion", "fail", "keep_champion", None,
+                     f"v{challenger.version} not promoted: {comparison.reason}", evidence)
+        return done("kept_champion", comparison.reason, challenger)
+    decision = Decision(stage="maintenance", gate="challenger_vs_champion", verdict="pass", action="promote",
+                        next_stage="operations",
+                        summary=f"v{challenger.version} promoted to champion (was v{champion.version}): "
+                                f"{comparison.reason}", evidence=evidence, run_id=loop.run_id)
+    store.set_alias(project, "champion", challenger.version, actor="loopml maintain",
+                    reason=comparison.reason, decision=decision)
+    loop.decisions.append(store.decisions(project, limit=1)[0])
+    return done("promoted", comparison.reason, challenger)

@@ -1,0 +1,499 @@
+"""The metadata store: runs, decisions, snapshots, model versions, aliases, predictions, feedback.
+
+SQLite in the project's ``.loopml/`` folder by default (WAL mode, nothing to
+start); PostgreSQL when ``LOOPML_DB`` holds a URL. Alembic migrations bring the
+schema to the current version on open. Writes that belong together (an
+artifact, its model version and its metrics) share one transaction.
+
+>>> store = Store.open(project_root)                   # doctest: +SKIP
+>>> store.alias("benefits-outreach", "champion")       # doctest: +SKIP
+ModelVersion(version=1, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from loopml.decisions import Decision
+from loopml.errors import ConflictError, NotFoundError, StoreError
+from loopml.store import schema as t
+from loopml.store.artifacts import ArtifactStore
+
+__all__ = ["ModelVersion", "SnapshotRecord", "Store", "store_url"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def store_url(root: Path) -> str:
+    """``LOOPML_DB`` if set, else the SQLite file in ``root/.loopml/``."""
+    url = os.environ.get("LOOPML_DB", "").strip()
+    return url or f"sqlite:///{(Path(root) / '.loopml' / 'loopml.db').resolve()}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything loopml writes is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    id: int
+    project: str
+    input_key: str
+    data_hash: str
+    artifact_path: str
+    artifact_sha256: str
+    rows: int
+    columns: int
+    contract: dict[str, Any]
+    report: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    project: str
+    version: int
+    input_key: str
+    run_id: int | None
+    snapshot_id: int
+    artifact_path: str
+    artifact_sha256: str
+    spec_hash: str
+    family: str
+    metrics: dict[str, Any]
+    operating_point: dict[str, Any]
+    lineage: dict[str, Any]
+    status: str
+    created_at: datetime
+    aliases: tuple[str, ...] = field(default=())
+
+
+class Store:
+    """The one place loopml's process state lives. Open with :meth:`Store.open`."""
+
+    def __init__(self, engine: Engine, artifacts: ArtifactStore):
+        self.engine = engine
+        self.artifacts = artifacts
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | Path, url: str | None = None) -> Store:
+        """Open (and migrate) the store of the project whose folder is ``root``."""
+        root = Path(root)
+        url = url or store_url(root)
+        artifact_root = Path(os.environ.get("LOOPML_ARTIFACTS", "") or root / ".loopml" / "artifacts")
+        if url.startswith("sqlite"):
+            (root / ".loopml").mkdir(parents=True, exist_ok=True)
+        try:
+            engine = sa.create_engine(url, json_serializer=_json_dumps)
+        except Exception as exc:  # a malformed URL is bad input, not a crash
+            raise StoreError(f"LOOPML_DB: cannot use {_redact(url)!r}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine, ArtifactStore(artifact_root))
+        store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except sa.exc.OperationalError as exc:
+            raise StoreError(
+                f"cannot open the metadata store at {_redact(str(self.engine.url))}: {exc.orig}; "
+                "check LOOPML_DB or that the server is running"
+            ) from None
+
+    def schema_version(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- runs and events -----------------------------------------------------------------------
+
+    def start_run(self, project: str, kind: str, spec_hash: str, input_key: str | None = None) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                t.runs.insert().values(project=project, kind=kind, spec_hash=spec_hash, input_key=input_key,
+                                       status="running", started_at=_now())
+            ).inserted_primary_key[0]
+
+    def last_finished_run(self, project: str, kind: str, input_key: str) -> dict[str, Any] | None:
+        """The latest finished run of ``kind`` on exactly these inputs, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(t.runs.select().where(
+                t.runs.c.project == project, t.runs.c.kind == kind, t.runs.c.input_key == input_key,
+                t.runs.c.status.in_(("registered", "goal_not_met", "data_insufficient")))
+                .order_by(t.runs.c.id.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
+
+    def finish_run(self, run_id: int, status: str, outcome: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.runs.update().where(t.runs.c.id == run_id)
+                         .values(status=status, outcome=outcome, finished_at=_now()))
+
+    def runs(self, project: str, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(t.runs.select().where(t.runs.c.project == project)
+                                .order_by(t.runs.c.id.desc()).limit(limit)).mappings().all()
+        return [{**r, "started_at": _utc(r["started_at"]), "finished_at": _utc(r["finished_at"])} for r in rows]
+
+    def stage_event(self, run_id: int, stage: str, event_name: str, detail: dict | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.stage_events.insert().values(run_id=run_id, stage=stage, event=event_name,
+                                                        detail=detail or {}, at=_now()))
+
+    def stage_events(self, run_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(t.stage_events.select().where(t.stage_events.c.run_id == run_id)
+                                                  .order_by(t.stage_events.c.id)).mappings()]
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def record_decision(self, project: str, decision: Decision, conn: Connection | None = None) -> Decision:
+        values = dict(project=project, run_id=decision.run_id, stage=decision.stage, gate=decision.gate,
+                      verdict=decision.verdict, action=decision.action, next_stage=decision.next_stage,
+                      summary=decision.summary, evidence=decision.evidence, actor=decision.actor, at=_now())
+        with self._tx(conn) as c:
+            new_id = c.execute(t.decisions.insert().values(**values)).inserted_primary_key[0]
+        return Decision(**{**decision.__dict__, "id": new_id, "at": values["at"]})
+
+    def decisions(self, project: str, *, run_id: int | None = None, limit: int | None = None) -> list[Decision]:
+        """Decisions oldest first; with ``limit``, the latest ``limit`` of them."""
+        q = t.decisions.select().where(t.decisions.c.project == project)
+        if run_id is not None:
+            q = q.where(t.decisions.c.run_id == run_id)
+        q = q.order_by(t.decisions.c.id.desc())
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            Decision(stage=r["stage"], gate=r["gate"], verdict=r["verdict"], action=r["action"],
+                     next_stage=r["next_stage"], summary=r["summary"], evidence=r["evidence"], actor=r["actor"],
+                     run_id=r["run_id"], id=r["id"], at=_utc(r["at"]))
+            for r in reversed(rows)
+        ]
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def find_snapshot(self, project: str, input_key: str) -> SnapshotRecord | None:
+        return self._snapshot_where(t.snapshots.c.project == project, t.snapshots.c.input_key == input_key)
+
+    def snapshot(self, snapshot_id: int) -> SnapshotRecord:
+        found = self._snapshot_where(t.snapshots.c.id == snapshot_id)
+        if found is None:
+            raise StoreError(f"no data snapshot with id {snapshot_id}")
+        return found
+
+    def save_snapshot(self, project: str, *, input_key: str, data: bytes, data_hash: str, rows: int,
+                      columns: int, contract: dict, report: dict) -> SnapshotRecord:
+        ref = self.artifacts.put(data, kind="snapshots", suffix=".parquet")
+        with self.engine.begin() as conn:
+            artifact_id = self._artifact_row(conn, project, "snapshot", ref)
+            conn.execute(t.snapshots.insert().values(
+                project=project, input_key=input_key, data_hash=data_hash, artifact_id=artifact_id,
+                rows=rows, columns=columns, contract=contract, report=report, created_at=_now()))
+        return self.find_snapshot(project, input_key)  # type: ignore[return-value]
+
+    def read_snapshot(self, snapshot: SnapshotRecord) -> bytes:
+        return self.artifacts.read(snapshot.artifact_path, snapshot.artifact_sha256)
+
+    def _snapshot_where(self, *where) -> SnapshotRecord | None:
+        q = (sa.select(t.snapshots, t.artifacts.c.path, t.artifacts.c.sha256)
+             .join(t.artifacts, t.artifacts.c.id == t.snapshots.c.artifact_id).where(*where))
+        with self.engine.connect() as conn:
+            r = conn.execute(q).mappings().first()
+        if r is None:
+            return None
+        return SnapshotRecord(id=r["id"], project=r["project"], input_key=r["input_key"], data_hash=r["data_hash"],
+                              artifact_path=r["path"], artifact_sha256=r["sha256"], rows=r["rows"],
+                              columns=r["columns"], contract=r["contract"], report=r["report"],
+                              created_at=_utc(r["created_at"]))
+
+    # -- model versions and aliases ------------------------------------------------------------
+
+    def register_model(self, project: str, *, run_id: int | None, snapshot_id: int, input_key: str,
+                       model_bytes: bytes, spec_hash: str, family: str, metrics: dict, operating_point: dict,
+                       lineage: dict, decision: Decision | None = None) -> ModelVersion:
+        """Store the artifact and its version row (and the decision that registered it) in one transaction.
+
+        The file is written first under its content hash; if the transaction fails, the
+        version does not exist and a file no row points to is removed.
+        """
+        ref = self.artifacts.put(model_bytes, kind="models", suffix=".json")
+        try:
+            with self.engine.begin() as conn:
+                artifact_id = self._artifact_row(conn, project, "model", ref)
+                version = (conn.execute(sa.select(sa.func.max(t.model_versions.c.version))
+                                        .where(t.model_versions.c.project == project)).scalar() or 0) + 1
+                conn.execute(t.model_versions.insert().values(
+                    project=project, version=version, input_key=input_key, run_id=run_id, snapshot_id=snapshot_id,
+                    artifact_id=artifact_id, spec_hash=spec_hash, family=family, metrics=metrics,
+                    operating_point=operating_point, lineage=lineage, status="registered", created_at=_now()))
+                if decision is not None:
+                    self.record_decision(project, decision, conn)
+        except Exception:
+            if not self._artifact_referenced(ref.path):
+                self.artifacts.remove(ref.path)
+            raise
+        return self.model_version(project, version)
+
+    def find_model(self, project: str, input_key: str) -> ModelVersion | None:
+        found = self._versions_where(t.model_versions.c.project == project, t.model_versions.c.input_key == input_key)
+        return found[-1] if found else None
+
+    def model_versions(self, project: str) -> list[ModelVersion]:
+        return self._versions_where(t.model_versions.c.project == project)
+
+    def model_version(self, project: str, version: int) -> ModelVersion:
+        found = self._versions_where(t.model_versions.c.project == project, t.model_versions.c.version == version)
+        if not found:
+            known = [v.version for v in self.model_versions(project)]
+            raise NotFoundError(f"project '{project}' has no model version {version}; "
+                             f"known versions: {', '.join(map(str, known)) or 'none (run `loopml run` first)'}")
+        return found[0]
+
+    def read_model(self, mv: ModelVersion) -> bytes:
+        return self.artifacts.read(mv.artifact_path, mv.artifact_sha256)
+
+    def alias(self, project: str, alias: str) -> ModelVersion | None:
+        with self.engine.connect() as conn:
+            mv_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
+                t.aliases.c.project == project, t.aliases.c.alias == alias)).scalar()
+        if mv_id is None:
+            return None
+        return self._versions_where(t.model_versions.c.id == mv_id)[0]
+
+    def set_alias(self, project: str, alias: str, version: int, *, actor: str, reason: str,
+                  decision: Decision | None = None) -> ModelVersion | None:
+        """Point ``alias`` at ``version``; returns the version it pointed at before. One transaction."""
+        target = self.model_version(project, version)
+        with self.engine.begin() as conn:
+            prev_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
+                t.aliases.c.project == project, t.aliases.c.alias == alias)
+                .with_for_update()).scalar()
+            if prev_id is None:
+                conn.execute(t.aliases.insert().values(project=project, alias=alias, model_version_id=target.id,
+                                                       updated_at=_now()))
+            else:
+                conn.execute(t.aliases.update().where(t.aliases.c.project == project, t.aliases.c.alias == alias)
+                             .values(model_version_id=target.id, updated_at=_now()))
+            conn.execute(t.alias_history.insert().values(
+                project=project, alias=alias, model_version_id=target.id, previous_version_id=prev_id,
+                actor=actor, reason=reason, at=_now()))
+            if decision is not None:
+                self.record_decision(project, decision, conn)
+        return self._versions_where(t.model_versions.c.id == prev_id)[0] if prev_id else None
+
+    def previous_alias_target(self, project: str, alias: str) -> ModelVersion | None:
+        """The version ``alias`` pointed at before its latest change (for rollback)."""
+        with self.engine.connect() as conn:
+            prev_id = conn.execute(sa.select(t.alias_history.c.previous_version_id).where(
+                t.alias_history.c.project == project, t.alias_history.c.alias == alias)
+                .order_by(t.alias_history.c.id.desc()).limit(1)).scalar()
+        return self._versions_where(t.model_versions.c.id == prev_id)[0] if prev_id else None
+
+    def _versions_where(self, *where) -> list[ModelVersion]:
+        q = (sa.select(t.model_versions, t.artifacts.c.path, t.artifacts.c.sha256)
+             .join(t.artifacts, t.artifacts.c.id == t.model_versions.c.artifact_id)
+             .where(*where).order_by(t.model_versions.c.version))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+            alias_rows = conn.execute(sa.select(t.aliases.c.alias, t.aliases.c.model_version_id).where(
+                t.aliases.c.model_version_id.in_([r["id"] for r in rows]))).all() if rows else []
+        names: dict[int, list[str]] = {}
+        for name, mv_id in alias_rows:
+            names.setdefault(mv_id, []).append(name)
+        return [
+            ModelVersion(id=r["id"], project=r["project"], version=r["version"], input_key=r["input_key"],
+                         run_id=r["run_id"], snapshot_id=r["snapshot_id"], artifact_path=r["path"],
+                         artifact_sha256=r["sha256"], spec_hash=r["spec_hash"], family=r["family"],
+                         metrics=r["metrics"], operating_point=r["operating_point"], lineage=r["lineage"],
+                         status=r["status"], created_at=_utc(r["created_at"]),
+                         aliases=tuple(sorted(names.get(r["id"], []))))
+            for r in rows
+        ]
+
+    # -- predictions and feedback --------------------------------------------------------------
+
+    def log_predictions(self, project: str, model_version_id: int, rows: list[dict[str, Any]]) -> None:
+        """Append predictions (``id``, ``features``, ``prediction``, ``probability``, ``latency_ms``)."""
+        if not rows:
+            return
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(t.predictions.insert(), [
+                {"project": project, "model_version_id": model_version_id, "created_at": now, **r} for r in rows
+            ])
+
+    def record_feedback(self, project: str, prediction_id: str, label: Any) -> None:
+        """Attach the true label to a logged prediction; :class:`StoreError` if unknown or already labeled."""
+        with self.engine.begin() as conn:
+            known = conn.execute(sa.select(t.predictions.c.id).where(
+                t.predictions.c.id == prediction_id, t.predictions.c.project == project)).scalar()
+            if known is None:
+                raise NotFoundError(f"unknown prediction_id '{prediction_id}': no prediction with this id was logged "
+                                 f"for project '{project}'")
+            try:
+                with conn.begin_nested():
+                    conn.execute(t.feedback.insert().values(prediction_id=prediction_id, project=project,
+                                                            label=label, created_at=_now()))
+            except sa.exc.IntegrityError:
+                raise ConflictError(f"prediction '{prediction_id}' already has a label; a label is recorded once") from None
+
+    def labeled_predictions(self, project: str, *, after_feedback_seq: int = 0) -> list[dict[str, Any]]:
+        """Predictions with their labels, in the order the labels arrived."""
+        q = (sa.select(t.feedback.c.seq.label("feedback_seq"), t.feedback.c.label, t.predictions.c.id,
+                       t.predictions.c.seq, t.predictions.c.features, t.predictions.c.prediction,
+                       t.predictions.c.probability, t.predictions.c.model_version_id)
+             .join(t.predictions, t.predictions.c.id == t.feedback.c.prediction_id)
+             .where(t.feedback.c.project == project, t.feedback.c.seq > after_feedback_seq)
+             .order_by(t.feedback.c.seq))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def prediction_count(self, project: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t.predictions)
+                                .where(t.predictions.c.project == project)).scalar()
+
+    # -- monitoring ----------------------------------------------------------------------------
+
+    def add_monitor_window(self, project: str, *, model_version_id: int | None, first_seq: int, last_seq: int,
+                           rows: int, metrics: dict) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(t.monitor_windows.insert().values(
+                project=project, model_version_id=model_version_id, first_seq=first_seq, last_seq=last_seq,
+                rows=rows, metrics=metrics, created_at=_now())).inserted_primary_key[0]
+
+    def last_monitored_seq(self, project: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(t.monitor_windows.c.last_seq))
+                                .where(t.monitor_windows.c.project == project)).scalar() or 0
+
+    def monitor_windows(self, project: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(t.monitor_windows.select().where(
+                t.monitor_windows.c.project == project).order_by(t.monitor_windows.c.id)).mappings()]
+
+    def add_alert(self, project: str, *, window_id: int | None, kind: str, detail: dict) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(t.alerts.insert().values(project=project, window_id=window_id, kind=kind,
+                                                         detail=detail, created_at=_now())).inserted_primary_key[0]
+
+    def alerts(self, project: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(t.alerts.select().where(t.alerts.c.project == project)
+                                                  .order_by(t.alerts.c.id)).mappings()]
+
+    # -- deployments ---------------------------------------------------------------------------
+
+    def start_deployment(self, project: str, model_version_id: int, host: str, port: int) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(t.deployments.insert().values(
+                project=project, model_version_id=model_version_id, host=host, port=port, pid=os.getpid(),
+                started_at=_now())).inserted_primary_key[0]
+
+    def stop_deployment(self, deployment_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.deployments.update().where(t.deployments.c.id == deployment_id)
+                         .values(stopped_at=_now()))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _tx(self, conn: Connection | None):
+        return _Borrowed(conn) if conn is not None else self.engine.begin()
+
+    def _artifact_row(self, conn: Connection, project: str, kind: str, ref) -> int:
+        existing = conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.path == ref.path)).scalar()
+        if existing is not None:
+            return existing
+        return conn.execute(t.artifacts.insert().values(project=project, kind=kind, path=ref.path, sha256=ref.sha256,
+                                                        size=ref.size, created_at=_now())).inserted_primary_key[0]
+
+    def _artifact_referenced(self, rel: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.path == rel)).first() is not None
+
+
+class _Borrowed:
+    """Context manager yielding a connection whose transaction someone else owns."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def __enter__(self) -> Connection:
+        return self.conn
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the server log predictions while `loopml maintain` reads; busy_timeout waits out writers.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _json_default(value: Any) -> Any:
+    # Evidence is computed with numpy; its scalars and arrays are stored as plain JSON.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (datetime, Path)):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def _finite(value: Any) -> Any:
+    # PostgreSQL's json type has no NaN or Infinity: a missing or unbounded number is stored as null.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return value
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(_finite(value), default=_json_default, allow_nan=False)
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+

@@ -1,0 +1,156 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopml.errors import ModelError
+from loopml.model import SearchPlan, TrainedModel, evaluate, search, split_holdout
+from loopml.spec import CostsSpec, GoalSpec
+
+AUC = GoalSpec(metric="roc_auc", at_least=0.6)
+FAST = SearchPlan(n_estimators=100)
+
+
+def test_split_holdout_is_deterministic_and_stratified(benefits):
+    train, holdout = split_holdout(benefits, "ui", "binary", 0.2, seed=3)
+    again, _ = split_holdout(benefits, "ui", "binary", 0.2, seed=3)
+    other, _ = split_holdout(benefits, "ui", "binary", 0.2, seed=4)
+    assert train.index.equals(again.index) and not train.index.equals(other.index)
+    assert len(holdout) == pytest.approx(0.2 * len(benefits), abs=1)
+    share = (benefits["ui"] == "yes").mean()
+    assert (holdout["ui"] == "yes").mean() == pytest.approx(share, abs=0.005)
+
+
+def test_split_holdout_names_a_single_row_class():
+    df = pd.DataFrame({"x": range(10), "y": ["a"] * 9 + ["b"]})
+    with pytest.raises(ModelError, match="class 'b' of target 'y' has 1 row"):
+        split_holdout(df, "y", "binary", 0.2, seed=0)
+
+
+def test_operating_point_threshold_meets_the_precision_constraint_out_of_fold(operating_result):
+    point = operating_result.operating_point
+    assert point["constraint_met"] is True
+    assert point["precision"] >= 0.6
+    assert point["recall"] == operating_result.cv_score  # the goal metric at that threshold
+    assert point["threshold"] == operating_result.model.threshold
+
+
+def test_a_stricter_constraint_raises_the_threshold(benefits_split, operating_result):
+    train, _ = benefits_split
+    goal = GoalSpec.model_validate({"metric": "recall", "at_least": 0.8, "with": {"precision": 0.75}})
+    strict = search(train, target="ui", task="binary", goal=goal, positive="yes", plan=FAST)
+    assert strict.operating_point["precision"] >= 0.75
+    assert strict.model.threshold > operating_result.model.threshold
+
+
+def test_costlier_false_negatives_lower_the_threshold(benefits_split):
+    train, _ = benefits_split
+    plan = SearchPlan(families=("linear",), folds=3)
+
+    def threshold(fn_cost: float) -> float:
+        costs = CostsSpec(false_positive=5, false_negative=fn_cost)
+        return search(train, target="ui", task="binary", goal=AUC, costs=costs, positive="yes", plan=plan).model.threshold
+
+    assert threshold(50) < threshold(5)
+
+
+def test_every_candidate_is_reported_and_the_best_is_returned(operating_result):
+    families = [c.family for c in operating_result.candidates]
+    assert families == ["linear", "lightgbm"]
+    assert operating_result.cv_score == max(c.cv_score for c in operating_result.candidates)
+    assert isinstance(operating_result.model, TrainedModel)
+
+
+def test_learning_curve_covers_a_quarter_half_and_all_rows(operating_result, benefits_split):
+    train, _ = benefits_split
+    rows = [p["rows"] for p in operating_result.learning_curve]
+    assert rows == [round(0.25 * len(train)), round(0.5 * len(train)), len(train)]
+
+
+def test_budget_stops_after_the_first_two_candidates(iris):
+    plan = SearchPlan(lgbm_configs=4, folds=3, n_estimators=20)
+    result = search(iris, target="target", task="multiclass", goal=GoalSpec(metric="accuracy", at_least=0.9),
+                    plan=plan, budget_s=0)
+    assert len(result.candidates) == 2 and result.skipped == 3
+
+
+def test_multiclass_runs_end_to_end_with_original_labels(iris):
+    train, holdout = split_holdout(iris, "target", "multiclass", 0.2, seed=0)
+    goal = GoalSpec(metric="accuracy", at_least=0.9)
+    result = search(train, target="target", task="multiclass", goal=goal, plan=SearchPlan(folds=3, n_estimators=50))
+    assert result.model.classes == ["setosa", "versicolor", "virginica"]
+    assert set(result.model.predict(holdout)) <= {"setosa", "versicolor", "virginica"}
+    assert result.model.predict_proba(holdout).shape == (len(holdout), 3)
+    assert evaluate(result.model, holdout, goal).met
+
+
+def test_regression_runs_end_to_end(diabetes):
+    train, holdout = split_holdout(diabetes, "target", "regression", 0.2, seed=0)
+    goal = GoalSpec(metric="rmse", at_most=70)
+    result = search(train, target="target", task="regression", goal=goal, plan=SearchPlan(n_estimators=50))
+    ev = evaluate(result.model, holdout, goal)
+    assert result.model.threshold is None and result.operating_point == {"threshold": None}
+    assert ev.met and ev.ci_low <= ev.value <= ev.ci_high and ev.metrics["r2"] > 0.2
+
+
+def test_positive_defaults_to_the_minority_class(benefits_split):
+    train, _ = benefits_split
+    plan = SearchPlan(families=("linear",), folds=2)
+    model = search(train, target="ui", task="binary", goal=AUC, plan=plan).model
+    assert model.positive == "no" and model.classes == ["yes", "no"]
+
+
+def test_positive_matches_labels_as_strings(benefits_split):
+    train, _ = benefits_split
+    flagged = train.assign(ui=train["ui"] == "yes")  # a bool target, positive given as text
+    plan = SearchPlan(families=("linear",), folds=2)
+    model = search(flagged, target="ui", task="binary", goal=AUC, positive="True", plan=plan).model
+    assert model.classes == [False, True] and model.positive is True
+    assert TrainedModel.from_bytes(model.to_bytes()).classes == [False, True]
+
+
+def test_unknown_positive_is_named(benefits_split):
+    train, _ = benefits_split
+    with pytest.raises(ModelError, match="positive class 'maybe' is not a value of 'ui'"):
+        search(train, target="ui", task="binary", goal=AUC, positive="maybe", plan=SearchPlan())
+
+
+def test_goal_metric_must_fit_the_task(diabetes):
+    with pytest.raises(ModelError, match="goal metric 'roc_auc' does not fit task 'regression'"):
+        search(diabetes, target="target", task="regression", goal=AUC, plan=SearchPlan())
+
+
+def test_same_seed_gives_the_same_model(iris):
+    goal = GoalSpec(metric="log_loss", at_most=0.3)
+    plan = SearchPlan(families=("lightgbm",), folds=3, n_estimators=30)
+    first, second = (search(iris, target="target", task="multiclass", goal=goal, plan=plan) for _ in range(2))
+    assert first.model.to_bytes() == second.model.to_bytes()
+
+
+def test_plan_widens_one_four_eight():
+    plan = SearchPlan()
+    assert [plan.lgbm_configs, plan.widen().lgbm_configs, plan.widen().widen().lgbm_configs] == [1, 4, 8]
+    assert plan.widen().widen().widen().lgbm_configs == 8
+    assert plan.describe() == "linear baseline + 1 LightGBM configuration, 5-fold cross-validation, seed 0"
+
+
+def test_plan_refuses_unknown_families():
+    with pytest.raises(ModelError, match="families must be a non-empty subset"):
+        SearchPlan(families=("xgboost",))
+
+
+def test_search_result_is_json_ready(operating_result):
+    import json
+
+    d = json.loads(json.dumps(operating_result.to_dict()))
+    assert d["metric"] == "recall" and len(d["candidates"]) == 2
+    assert np.isfinite(d["cv_score"])
+
+
+def test_an_unreachable_constraint_is_recorded_as_not_met(benefits_split):
+    train, _ = benefits_split
+    goal = GoalSpec.model_validate({"metric": "recall", "at_least": 0.8, "with": {"precision": 0.999}})
+    result = search(train, target="ui", task="binary", goal=goal, positive="yes",
+                    plan=SearchPlan(families=("linear",), folds=3))
+    assert result.operating_point["constraint_met"] is False
+    assert result.candidates[0].constraint_met is False
+    assert result.operating_point["precision"] < 0.999  # the closest the data gets
