@@ -118,7 +118,7 @@ def run(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> 
                 colour = "green" if result.exit_code == 0 else "yellow"
                 out.print(f"[bold {colour}]{result.outcome}[/]: {result.explanation}", highlight=False)
                 if result.reachable:
-                    out.print(f"reachable with this data: {json.dumps(result.reachable)}", highlight=False)
+                    out.print(f"reachable with this data: {result.reachable_text()}", highlight=False)
         finally:
             store.close()
     raise typer.Exit(result.exit_code)

@@ -63,6 +63,20 @@ class RunResult:
     def exit_code(self) -> int:
         return 0 if self.outcome == "registered" else 1
 
+    def reachable_text(self) -> str:
+        """What the data can reach, in words (empty when the goal was met)."""
+        r = self.reachable
+        if not r:
+            return ""
+        name = r.get("metric", "the goal metric")
+        parts = [f"best {name} seen {r['best']:.3f} (holdout {r['holdout']:.3f})"]
+        if r.get("at_constraints") is not None:
+            parts.append(f"{r['at_constraints']:.3f} while the operating-point constraints hold (out of fold)")
+        for other, value in (r.get("trade_off") or {}).items():
+            if value is not None:
+                parts.append(f"at the goal's {name} the best {other} is {value:.3f}")
+        return "; ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -179,7 +193,7 @@ class _Loop:
         self._decide("business", "feasibility", "fail", "revise_goal", None,
                      f"goal {goal.describe()} is not reachable with this data: {why}",
                      {"goal": goal.describe(), "reachable": reach})
-        return self._end("goal_not_met", why)
+        return self._end("goal_not_met", f"goal {goal.describe()} is not reachable with this data")
 
     # -- Data ----------------------------------------------------------------------------------
 
@@ -248,7 +262,9 @@ class _Loop:
     def _model_stage(self, snapshot: SnapshotRecord, plan: _Plan, iteration: int) -> dict[str, Any]:
         spec = self.spec
         b = spec.business
+        # The loopml version is part of the key: an upgrade may train differently, so it trains again.
         key = _digest({"data": snapshot.data_hash, "business": b.model_dump(mode="json", by_alias=True),
+                       "loopml": _packages()["loopml"],
                        "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe()})
         registered = self.store.find_model(self.project, key)
         if registered is not None:
@@ -280,8 +296,8 @@ class _Loop:
             "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
         }
         ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"
-        constraints = "".join(f", {k} {v['value']:.3f} (need {v['required']:g})"
-                              for k, v in evaluation.constraints.items())
+        constraints = "".join(f", {k} {v['value'] if v['value'] is None else round(v['value'], 3)} "
+                              f"(need {v['required']:g})" for k, v in evaluation.constraints.items())
         measured = f"{evaluation.metric} {evaluation.value:.3f} {ci}{constraints} on {evaluation.rows:,} holdout rows"
         if evaluation.met:
             decision = Decision(stage="model", gate="goal", verdict="pass", action="register", next_stage="operations",
@@ -301,7 +317,7 @@ class _Loop:
             return {"met": True, "model_version": mv}
         diagnosis = diagnose(result, evaluation, b.goal, plan=plan.search, rows_available=len(frame))
         diag = {"cause": diagnosis.cause, "next_stage": diagnosis.next_stage, "evidence": diagnosis.evidence,
-                "explanation": diagnosis.explanation, "reachable": diagnosis.reachable}
+                "explanation": f"{measured}; {diagnosis.explanation}", "reachable": diagnosis.reachable}
         self._decide("model", "goal", "fail", f"back_to_{diagnosis.next_stage}", diagnosis.next_stage,
                      f"goal {b.goal.describe()} missed: {measured}; {diagnosis.explanation}",
                      {**evidence, "diagnosis": diag})

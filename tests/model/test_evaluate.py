@@ -1,5 +1,6 @@
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_unreachable_goal_is_diagnosed_as_infeasible(benefits, benefits_split):
     d = diagnose(result, ev, goal, plan=plan, rows_available=len(benefits))
     assert (d.cause, d.next_stage) == ("infeasible", "business")
     assert d.reachable["best"] < 0.999
-    assert "roc_auc >= 0.999" in d.explanation and "back to Business" in d.explanation
+    assert "the best roc_auc seen is 0.6" in d.explanation and "revise the goal" in d.explanation
     assert json.loads(json.dumps(d.to_dict()))["cause"] == "infeasible"
 
 
@@ -75,15 +76,30 @@ def test_widest_plan_sends_a_small_gap_to_business(diabetes_result, diabetes_spl
     assert d.cause == "infeasible" and "already at its widest" in d.explanation
 
 
-def test_rising_learning_curve_asks_for_more_data(benefits, benefits_split):
+@pytest.fixture(scope="module")
+def constrained(benefits_split):
     train, holdout = benefits_split
     goal = GoalSpec.model_validate({"metric": "recall", "at_least": 0.8, "with": {"precision": 0.8}})
     plan = SearchPlan(n_estimators=100)
     result = search(train, target="ui", task="binary", goal=goal, positive="yes", plan=plan)
-    d = diagnose(result, evaluate(result.model, holdout, goal), goal, plan=plan, rows_available=len(benefits))
-    curve = [p["score"] for p in result.learning_curve]
-    assert curve[-1] > max(curve[:-1])
+    return result, evaluate(result.model, holdout, goal), goal, plan
+
+
+def test_rising_curve_that_reaches_the_goal_within_reach_asks_for_more_data(constrained):
+    result, ev, goal, plan = constrained
+    curve = [{"rows": 1000, "score": 0.40}, {"rows": 2000, "score": 0.55}, {"rows": 4000, "score": 0.70}]
+    d = diagnose(replace(result, learning_curve=curve), ev, goal, plan=plan, rows_available=4877)
     assert (d.cause, d.next_stage) == ("more_data", "data")
+    assert d.evidence["rows_needed"] == pytest.approx(6350, rel=0.05)
+    assert "extrapolated, the goal needs about" in d.explanation
+
+
+def test_rising_curve_that_needs_far_more_rows_is_infeasible(constrained):
+    result, ev, goal, plan = constrained
+    assert result.learning_curve[-1]["score"] > max(p["score"] for p in result.learning_curve[:-1])
+    d = diagnose(result, ev, goal, plan=plan, rows_available=4877)
+    assert (d.cause, d.next_stage) == ("infeasible", "business")
+    assert d.evidence["rows_needed"] > 4 * d.evidence["rows_used"]
     # What the data allows at the operating point, for the trade-off a user may accept instead.
     assert d.reachable["at_constraints"] < 0.8 and d.reachable["trade_off"]["precision"] < 0.8
 

@@ -148,9 +148,10 @@ def test_search_result_is_json_ready(operating_result):
 
 def test_an_unreachable_constraint_is_recorded_as_not_met(benefits_split):
     train, _ = benefits_split
-    goal = GoalSpec.model_validate({"metric": "recall", "at_least": 0.8, "with": {"precision": 0.999}})
+    goal = GoalSpec.model_validate({"metric": "f1", "at_least": 0.9, "with": {"precision": 0.95, "recall": 0.95}})
     result = search(train, target="ui", task="binary", goal=goal, positive="yes",
                     plan=SearchPlan(families=("linear",), folds=3))
     assert result.operating_point["constraint_met"] is False
     assert result.candidates[0].constraint_met is False
-    assert result.operating_point["precision"] < 0.999  # the closest the data gets
+    point = result.operating_point  # the closest the data gets: the smaller shortfall of the two
+    assert point["precision"] < 0.95 or point["recall"] < 0.95

@@ -48,8 +48,11 @@ def compare_on_recent(champion: TrainedModel, challenger: TrainedModel, recent: 
     """Promote only a challenger that meets the goal and beats the champion on ``recent``."""
     champ = evaluate(champion, recent, goal, seed=seed, n_boot=200)
     chall = evaluate(challenger, recent, goal, seed=seed, n_boot=200)
+    # A champion that misses the goal is beaten by any challenger that meets it.
     better = chall.value > champ.value if goal.greater_is_better else chall.value < champ.value
-    scores = f"challenger {goal.metric} {chall.value:.3f} vs champion {champ.value:.3f} on {len(recent)} recent rows"
+    better = better or not champ.met
+    scores = (f"challenger {goal.metric} {chall.value:.3f}{_constraints(chall)} vs champion {champ.value:.3f}"
+              f"{_constraints(champ)} on {len(recent)} recent rows")
     if not chall.met:
         reason = f"challenger misses the goal {goal.describe()}: {scores}"
     elif not better:
@@ -57,3 +60,8 @@ def compare_on_recent(champion: TrainedModel, challenger: TrainedModel, recent: 
     else:
         reason = f"challenger meets the goal and beats the champion: {scores}"
     return Comparison(chall.met and better, reason, champ.to_dict(), chall.to_dict())
+
+
+def _constraints(evaluation) -> str:
+    return "".join(f" ({k} {v['value']:.3f})" if v["value"] is not None else f" ({k} undefined)"
+                   for k, v in evaluation.constraints.items())

@@ -29,6 +29,18 @@ def from_counts(name: str, tp, fp, fn, tn) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0)
 
 
+def lower_bound(name: str, tp, fp, fn, tn, z: float = 1.0) -> np.ndarray:
+    """Wilson lower bound (``z`` standard errors) of a count metric; safe for tiny counts (1 of 1 → 0.5)."""
+    tp, fp, fn, tn = (np.asarray(a, dtype=float) for a in (tp, fp, fn, tn))
+    n = {"precision": tp + fp, "recall": tp + fn}.get(name, tp + fp + fn + tn)
+    p = from_counts(name, tp, fp, fn, tn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = p + z * z / (2 * n)
+        spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        out = (centre - spread) / (1 + z * z / n)
+    return np.nan_to_num(out, nan=0.0)
+
+
 def sweep(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
     """Confusion counts at every distinct threshold t (predict positive when p >= t), plus "none positive"."""
     y = np.asarray(y, dtype=int)
@@ -55,7 +67,9 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, *, metric: str, goal_with: di
     f1 = from_counts("f1", *counts)
     goal = from_counts(metric, *counts) if metric in COUNT_METRICS else np.zeros_like(f1)
     if goal_with:
-        slack = np.min([from_counts(name, *counts) - need for name, need in goal_with.items()], axis=0)
+        # Constraints must hold at the lower confidence bound, not just the point estimate: a threshold
+        # chosen exactly at the edge misses the constraint on about half of all fresh samples.
+        slack = np.min([lower_bound(name, *counts) - need for name, need in goal_with.items()], axis=0)
         feasible = slack >= 0
         if feasible.any():
             best = np.lexsort((f1, np.where(feasible, goal, -np.inf)))[-1]

@@ -35,6 +35,7 @@ from loopml.model.search import SearchPlan, SearchResult, goal_score
 __all__ = ["Diagnosis", "Evaluation", "diagnose", "evaluate", "predict_latency_ms"]
 
 _WITHIN_REACH = 0.05  # absolute for scores in [0, 1]; relative to the goal for regression
+_MORE_ROWS_WORTH = 4  # more rows are worth collecting when the extrapolated need is within 4× the rows used
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -258,21 +259,30 @@ def diagnose(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: S
         "rows_available": rows_available,
     }
     name, fmt = goal.metric, (lambda v: f"{v:.4g}")
-    missed = f"{name} {fmt(evaluation.value)} on the holdout misses the goal {goal.describe()}"
-    if rising:
-        points = " → ".join(f"{fmt(p['score'])} at {p['rows']:,}" for p in curve)
-        text = (f"{missed}; the learning curve still rises ({name} {points} rows, +{fmt(rise)}), "
-                f"more than a quarter of the remaining gap {fmt(gap)}, "
-                f"so more rows should help ({rows_available:,} available): back to Data.")
+    rows_used = evidence["rows_used"] or (curve[-1]["rows"] if curve else rows_available)
+    needed = _rows_needed(curve, goal) if rising else None
+    evidence["rows_needed"] = needed
+    curve_change = f"{rise:+.3g} at full size, under a quarter of the gap" if curve else "no learning curve"
+    points = " → ".join(f"{fmt(p['score'])} at {p['rows']:,}" for p in curve)
+    if rising and needed is not None and needed <= _MORE_ROWS_WORTH * rows_used:
+        text = (f"the learning curve still rises ({name} {points} rows); extrapolated, the goal needs about "
+                f"{needed:,} rows, {needed / rows_used:.1f}× the {rows_used:,} used: more rows should help: back to Data.")
         cause, stage = "more_data", "data"
-    elif can_widen and reach_gap < _WITHIN_REACH:
-        text = (f"{missed} by {fmt(gap)}, within reach, and the learning curve is flat (change {fmt(rise)}); "
+    elif can_widen and reach_gap < _WITHIN_REACH and not rising:
+        text = (f"the gap {fmt(gap)} is within reach and the learning curve has levelled off ({curve_change}); "
                 f"a wider search than {plan.describe()} may close it: back to Model.")
         cause, stage = "model_capacity", "model"
     else:
-        why = "the search is already at its widest" if not can_widen else f"the gap {fmt(gap)} is too large for a wider search"
-        text = (f"{missed}; the best seen is {fmt(reachable['best'])}, the learning curve is flat "
-                f"(change {fmt(rise)}) and {why}: revise the goal to what the data can reach: back to Business.")
+        if rising:
+            need_text = f"about {needed:,} rows" if needed is not None else "more rows than any extrapolation reaches"
+            why = (f"the learning curve still rises ({name} {points} rows) but, extrapolated, the goal needs "
+                   f"{need_text}, over {_MORE_ROWS_WORTH}× the {rows_used:,} used")
+        elif not can_widen:
+            why = f"the learning curve has levelled off ({curve_change}) and the search is already at its widest"
+        else:
+            why = (f"the learning curve has levelled off ({curve_change}) and the gap {fmt(gap)} is too large "
+                   "for a wider search")
+        text = f"the best {name} seen is {fmt(reachable['best'])}; {why}: revise the goal to what the data can reach."
         for constraint, best in reachable.get("trade_off", {}).items():
             if best is not None:
                 text += f" At {name} >= {goal.threshold:g} the best {constraint} out of fold is {fmt(best)}."
@@ -280,6 +290,20 @@ def diagnose(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: S
                 text += f" No operating point reaches {name} >= {goal.threshold:g} out of fold."
         cause, stage = "infeasible", "business"
     return Diagnosis(cause=cause, next_stage=stage, evidence=evidence, explanation=text, reachable=reachable)
+
+
+def _rows_needed(curve: list[dict[str, Any]], goal: Any) -> int | None:
+    """Rows at which the learning curve, fitted as score = a + b·log(rows), reaches the goal."""
+    if len(curve) < 2:
+        return None
+    sign = 1.0 if goal.greater_is_better else -1.0
+    rows = np.log([p["rows"] for p in curve])
+    score = sign * np.array([p["score"] for p in curve], dtype=float)
+    slope, intercept = np.polyfit(rows, score, 1)
+    if slope <= 0:
+        return None
+    log_needed = (sign * goal.threshold - intercept) / slope
+    return int(np.exp(min(log_needed, 40.0)))
 
 
 def _reachable(result: SearchResult, evaluation: Evaluation, goal: Any) -> dict[str, Any]:
