@@ -30,7 +30,7 @@ def write_spec(folder: Path, **overrides) -> Path:
             "goal": {"metric": "recall", "at_least": 0.6, "with": {"precision": 0.72}},
         },
         "data": {"sources": [{"name": "survey", "path": "benefits.csv"}], "min_rows": 200},
-        "model": {"budget": "2m", "seed": 0, "folds": 3},
+        "model": {"budget": "2m", "seed": 0, "folds": 3, "trials": 4},
         "maintenance": {"min_labeled": 40},
     }
     doc.update(overrides)

@@ -106,7 +106,7 @@ def test_status_before_and_after_a_run(project_dir):
 
 def test_models_promote_and_rollback_are_audited(project_dir):
     loopml("run", cwd=project_dir)
-    write_spec(project_dir, model={"budget": "2m", "seed": 1, "folds": 3})
+    write_spec(project_dir, model={"budget": "2m", "seed": 1, "folds": 3, "trials": 4})
     assert loopml("run", cwd=project_dir).returncode == 0
     listed = json.loads(loopml("models", "list", "--json", cwd=project_dir).stdout)
     assert [(v["version"], v["aliases"]) for v in listed] == [(1, []), (2, ["champion"])]

@@ -51,7 +51,7 @@ def test_rerun_with_unchanged_inputs_trains_nothing(project_dir):
 
 def test_changed_model_section_reuses_the_data_snapshot(project_dir):
     _run(project_dir)
-    write_spec(project_dir, model={"budget": "2m", "seed": 1, "folds": 3})
+    write_spec(project_dir, model={"budget": "2m", "seed": 1, "folds": 3, "trials": 4})
     again, store = _run(project_dir)
     actions = [(d.stage, d.action) for d in again.decisions]
     assert ("data", "reuse") in actions

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -136,6 +137,40 @@ def _progress():
             bar.update(task, description=message[:100], stage=stage)
 
         yield update
+
+
+@app.command()
+def assess(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> None:
+    """Assess every source and the joined table: availability, usability, quality, cost. Recorded in the store."""
+    from loopml.data import assess_project
+    from loopml.data.report import render_assessment
+    from loopml.decisions import Decision
+    from loopml.spec import spec_hash
+
+    with _errors():
+        project_spec, store = _load(spec)
+        try:
+            if as_json:
+                report = assess_project(project_spec)
+            else:
+                with _progress() as progress:
+                    report = assess_project(project_spec, progress=progress)
+            payload = report.to_dict()
+            run_id = store.start_run(project_spec.project, "assess", spec_hash(project_spec))
+            reachable = [s for s in report.sources if s.availability.get("reachable")]
+            store.record_decision(project_spec.project, Decision(
+                stage="data", gate="assessment", verdict="info", action="assessed", next_stage=None,
+                summary=f"{len(reachable)} of {len(report.sources)} sources reachable; joined table "
+                        f"{report.joined.rows:,} rows" if report.joined is not None else
+                        f"{len(reachable)} of {len(report.sources)} sources reachable",
+                evidence=payload, run_id=run_id))
+            store.finish_run(run_id, "assessed", "assessment recorded")
+            if as_json:
+                _emit_json(payload)
+            else:
+                out.print(render_assessment(report))
+        finally:
+            store.close()
 
 
 @app.command()

@@ -17,11 +17,13 @@ import hashlib
 import json
 import platform
 import time
-
-import pandas as pd
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import metadata as _pkg
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+
+import pandas as pd
 
 from loopml.data import (
     assess,
@@ -34,6 +36,7 @@ from loopml.data import (
     frame_to_parquet,
     infer_contract,
 )
+from loopml.data.sources import open_source
 from loopml.decisions import Decision
 from loopml.errors import ModelError
 from loopml.maintenance import compare_on_recent, labeled_frame, split_older_recent
@@ -91,10 +94,11 @@ class RunResult:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What the loop changes when it goes back: cleaning choices and search width."""
+    """What the loop changes when it goes back: cleaning choices, sources forced in, search width."""
 
     clean: CleanSpec
     search: SearchPlan
+    extra_sources: tuple[str, ...] = ()
 
 
 def run_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None) -> RunResult:
@@ -104,6 +108,32 @@ def run_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = 
 
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _fingerprint(spec: ProjectSpec, source) -> str:
+    """Content hash of a source: its file bytes, or the rows it returns (databases, DuckDB, Python)."""
+    from loopml.spec import FileSourceSpec
+
+    if isinstance(source, FileSourceSpec):
+        paths = sorted(spec.root.glob(source.path)) if any(c in source.path for c in "*?[") \
+            else [spec.source_path(source)]
+        return _digest([file_hash(p) for p in paths])
+    return frame_hash(open_source(source, spec.root).read())
+
+
+def _pays_off(gain: float, cost_per_1k: float, min_gain: float, value_per_point: float | None) -> tuple[bool, str]:
+    """Whether a source's measured gain pays for it, and why, in words."""
+    if gain < min_gain:
+        return False, f"the gain is under data.acquisition.min_gain {min_gain:g}"
+    if cost_per_1k == 0:
+        return True, "it costs nothing"
+    if value_per_point is None:
+        return True, (f"it costs {cost_per_1k:g} per 1,000 rows and no data.acquisition.value_per_point is set, "
+                      "so it is judged on the gain alone")
+    value = gain / 0.01 * value_per_point
+    verdict = value >= cost_per_1k
+    return verdict, (f"its value {value:.3g} per 1,000 rows ({gain / 0.01:.2f} points × {value_per_point:g}) "
+                     f"{'covers' if verdict else 'does not cover'} its cost {cost_per_1k:g}")
 
 
 def _packages() -> dict[str, str]:
@@ -131,7 +161,7 @@ class _Loop:
 
     def run(self) -> RunResult:
         self.progress("data", "hashing sources")
-        self.source_hashes = {s.name: file_hash(self.spec.source_path(s)) for s in self.spec.data.sources}
+        self.source_hashes = {s.name: _fingerprint(self.spec, s) for s in self.spec.data.sources}
         self.run_id = self.store.start_run(self.project, "run", self.spec_sha,
                                            _digest([self.spec_sha, self.source_hashes]))
         try:
@@ -145,7 +175,8 @@ class _Loop:
     def _loop(self) -> RunResult:
         self._business_gate()
         plan = _Plan(clean=self.spec.data.clean,
-                     search=SearchPlan(seed=self.spec.model.seed, folds=self.spec.model.folds))
+                     search=SearchPlan(seed=self.spec.model.seed, folds=self.spec.model.folds,
+                                       trials=self.spec.model.trials))
         for iteration in range(1, self.spec.model.max_iterations + 1):
             snapshot, data_ok = self._data_stage(plan, iteration)
             if not data_ok:
@@ -170,10 +201,10 @@ class _Loop:
                 plan = replace(plan, search=plan.search.widen())
                 continue
             if diagnosis["next_stage"] == "data":
-                self._decide("data", "more_data", "fail", "stop", "business",
-                             "the learning curve says more rows would help, but every source in the spec is "
-                             "already used and read in full; add rows or a source to data.sources",
-                             {"sources_used": len(self.spec.data.sources), **diagnosis["evidence"]})
+                better = self._data_fix(plan, diagnosis)
+                if better is not None:
+                    plan = better
+                    continue
             return self._stop_infeasible(diagnosis["explanation"])
         return self._stop_infeasible(
             f"stopped after {self.spec.model.max_iterations} iterations (model.max_iterations) without meeting the goal")
@@ -197,19 +228,42 @@ class _Loop:
 
     # -- Data ----------------------------------------------------------------------------------
 
+    @contextmanager
+    def _stage(self, stage: str, iteration: int):
+        """Record when a stage starts and ends (with its seconds) as stage events."""
+        started = time.monotonic()
+        self.store.stage_event(self.run_id, stage, "started", {"iteration": iteration})
+        outcome = "failed"
+        try:
+            yield
+            outcome = "finished"
+        finally:
+            self.store.stage_event(self.run_id, stage, outcome,
+                                   {"iteration": iteration, "seconds": round(time.monotonic() - started, 3)})
+
     def _data_stage(self, plan: _Plan, iteration: int) -> tuple[SnapshotRecord, bool]:
+        with self._stage("data", iteration):
+            return self._data_stage_body(plan, iteration)
+
+    def _data_stage_body(self, plan: _Plan, iteration: int) -> tuple[SnapshotRecord, bool]:
         spec = self.spec
         key = _digest({"sources": self.source_hashes,
                        "spec": [s.model_dump(mode="json") for s in spec.data.sources],
-                       "clean": plan.clean.model_dump(), "target": spec.business.target,
+                       "clean": plan.clean.model_dump(), "extra_sources": list(plan.extra_sources),
+                       "target": spec.business.target,
                        "task": spec.business.task, "min_rows": spec.data.min_rows})
         snapshot = self.store.find_snapshot(self.project, key)
         if snapshot is not None:
+            used = snapshot.report.get("sources_used", [s.name for s in spec.data.sources])
             self._decide("data", "snapshot", "info", "reuse", "data",
                          f"sources and cleaning unchanged: reusing snapshot {snapshot.data_hash[:12]} "
-                         f"({snapshot.rows:,} rows)", {"snapshot_id": snapshot.id, "input_key": key})
+                         f"({snapshot.rows:,} rows from {', '.join(used)})",
+                         {"snapshot_id": snapshot.id, "input_key": key, "sources_used": used})
         else:
-            snapshot = self._build_snapshot(plan.clean, key)
+            names = self._select_sources(plan.clean)
+            names += [n for n in plan.extra_sources if n not in names]
+            snapshot = self._build_snapshot(plan.clean, key, names)
+        self._sources_used = snapshot.report.get("sources_used", [s.name for s in spec.data.sources])
         gate = snapshot.report["gate"]
         verdict = "pass" if gate["passed"] else "fail"
         summary = (f"{snapshot.rows:,} rows × {snapshot.columns} features after cleaning; "
@@ -219,32 +273,113 @@ class _Loop:
                      {**gate["evidence"], "iteration": iteration, "snapshot_id": snapshot.id})
         return snapshot, gate["passed"]
 
-    def _build_snapshot(self, plan: CleanSpec, key: str) -> SnapshotRecord:
+    def _select_sources(self, plan: CleanSpec) -> list[str]:
+        """The further sources worth joining: ranked by measured gain per cost, each kept only if it pays.
+
+        Gains are cross-validated on a threshold-free metric of the task (steadier than a metric at an
+        operating point), on at most 20,000 rows, with a quick LightGBM.
+        """
+        spec = self.spec
+        candidates = spec.data.sources[1:]
+        if not candidates:
+            return []
+        rules = spec.data.acquisition
+        self.progress("data", f"measuring what {len(candidates)} further source(s) add")
+        base_score, metric = self._quick_score([])
+        gains = {c.name: self._quick_score([c.name])[0] - base_score for c in candidates}
+        ranked = sorted(candidates, key=lambda c: gains[c.name] / max(c.cost_per_1k_rows, 1e-9), reverse=True)
+        chosen: list[str] = []
+        current = base_score
+        for source in ranked:
+            score = self._quick_score([*chosen, source.name])[0] if chosen else current + gains[source.name]
+            gain = score - current
+            pays, why = _pays_off(gain, source.cost_per_1k_rows, rules.min_gain, rules.value_per_point)
+            evidence = {"source": source.name, "metric": metric, "score_without": current, "score_with": score,
+                        "gain": gain, "cost_per_1k_rows": source.cost_per_1k_rows,
+                        "min_gain": rules.min_gain, "value_per_point": rules.value_per_point,
+                        "rank": ranked.index(source) + 1}
+            self._decide("data", "source_pays_off", "pass" if pays else "fail", "add" if pays else "drop", "data",
+                         f"source '{source.name}' {'added' if pays else 'dropped'}: {metric} {current:.4f} → "
+                         f"{score:.4f} ({gain:+.4f}) with it; {why}", evidence)
+            if pays:
+                chosen.append(source.name)
+                current = score
+        return chosen
+
+    def _quick_score(self, names: list[str]) -> tuple[float, str]:
+        """Cross-validated threshold-free score of the base source joined with ``names``."""
+        from loopml.spec import GoalSpec
+
+        spec = self.spec
+        b = spec.business
+        metric = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "r2"}[b.task]
+        cache = self.__dict__.setdefault("_quick_cache", {})
+        if tuple(names) not in cache:
+            frame = collect(spec, names=names).frame
+            frame = clean(frame, b.target, b.task, self.spec.data.clean).frame
+            if len(frame) > 20_000:
+                frame = frame.sample(20_000, random_state=spec.model.seed)
+            result = search(frame, target=b.target, task=b.task, goal=GoalSpec(metric=metric, at_least=0.0),
+                            positive=b.positive,
+                            plan=SearchPlan(families=("lightgbm",), folds=3, seed=spec.model.seed, n_estimators=100))
+            cache[tuple(names)] = result.cv_score
+        return cache[tuple(names)], metric
+
+    def _build_snapshot(self, plan: CleanSpec, key: str, names: list[str]) -> SnapshotRecord:
         spec = self.spec
         target, task = spec.business.target, spec.business.task
         self.progress("data", "collecting sources")
-        collected = collect(spec)
+        collected = collect(spec, names=names)
         self._decide("data", "collect", "info", "collected", "data",
                      ", ".join(f"{s.name}: {s.rows:,} rows in {s.read_seconds:.2f}s" for s in collected.sources)
                      + "".join(f"; joined {j.source} on {j.on} ({j.match_rate:.0%} matched)" for j in collected.joins),
                      {"sources": [s.to_dict() for s in collected.sources],
                       "joins": [j.to_dict() for j in collected.joins]})
         self.progress("data", "assessing and cleaning")
-        before = assess(collected.frame, target, task)
-        cleaned = clean(collected.frame, target, task, plan)
-        after = assess(cleaned.frame, target, task)
+        before = assess(collected.frame, target, task, limits=spec.data.limits, seed=spec.model.seed)
+        cleaned = clean(collected.frame, target, task, plan, assessment=before)
+        after = assess(cleaned.frame, target, task, limits=spec.data.limits, seed=spec.model.seed)
         self._decide("data", "clean", "info", "cleaned", "data",
                      "; ".join(cleaned.actions) or "nothing to clean",
                      {"plan": plan.model_dump(), **cleaned.report})
-        check = check_data(after, min_rows=spec.data.min_rows, task=task)
+        check = check_data(after, min_rows=spec.data.min_rows, task=task, limits=spec.data.limits)
         contract = infer_contract(cleaned.frame, target, task)
         report = {"assessment_raw": before.to_dict(), "assessment": after.to_dict(), "cleaning": cleaned.report,
                   "gate": {"passed": check.passed, "evidence": check.evidence, "reasons": check.reasons},
-                  "clean_plan": plan.model_dump()}
+                  "clean_plan": plan.model_dump(), "sources_used": [spec.data.sources[0].name, *names]}
         return self.store.save_snapshot(
             self.project, input_key=key, data=frame_to_parquet(cleaned.frame), data_hash=frame_hash(cleaned.frame),
             rows=len(cleaned.frame), columns=len(contract.columns), contract=contract.model_dump(mode="json"),
             report=report)
+
+    def _data_fix(self, plan: _Plan, diagnosis: dict[str, Any]) -> _Plan | None:
+        """The concrete change to the Data stage that answers a diagnosed cause, recorded; None if none is left."""
+        cause, clean_plan = diagnosis["cause"], plan.clean
+        change: tuple[str, _Plan] | None = None
+        if cause == "leakage" and clean_plan.leakage == "keep":
+            change = ("drop the leakage suspects (data.clean.leakage: drop)",
+                      replace(plan, clean=clean_plan.model_copy(update={"leakage": "drop"})))
+        elif cause == "imbalance" and clean_plan.imbalance not in ("oversample", "undersample"):
+            change = ("oversample the smallest class in the training rows (data.clean.imbalance: oversample)",
+                      replace(plan, clean=clean_plan.model_copy(update={"imbalance": "oversample"})))
+        elif cause == "missing_signal":
+            unused = [s.name for s in self.spec.data.sources[1:]
+                      if s.name not in self._sources_used and s.name not in plan.extra_sources]
+            if unused:
+                change = (f"join source '{unused[0]}', which was left out when it did not pay for itself alone",
+                          replace(plan, extra_sources=(*plan.extra_sources, unused[0])))
+        if change is None:
+            what = {"more_data": "every source in the spec is already used and read in full; add rows or a source "
+                                 "to data.sources",
+                    "missing_signal": "no source in the spec is left to add; add a source or a feature hook",
+                    "label_noise": "loopml does not relabel rows; fix the labels at the source",
+                    }.get(cause, f"the fix for {cause} is already in place")
+            self._decide("data", cause, "fail", "stop", "business", f"nothing left in the Data stage can help: {what}",
+                         {"cause": cause})
+            return None
+        self._decide("data", cause, "fail", "change_plan", "data", f"going back to Data to {change[0]}",
+                     {"cause": cause, "clean": change[1].clean.model_dump(), "extra_sources": list(change[1].extra_sources)})
+        return change[1]
 
     def _cleaning_that_keeps_rows(self, plan: CleanSpec, snapshot: SnapshotRecord) -> CleanSpec | None:
         """A cleaning plan that loses fewer rows, if the current one lost any."""
@@ -260,11 +395,15 @@ class _Loop:
     # -- Model ---------------------------------------------------------------------------------
 
     def _model_stage(self, snapshot: SnapshotRecord, plan: _Plan, iteration: int) -> dict[str, Any]:
+        with self._stage("model", iteration):
+            return self._model_stage_body(snapshot, plan, iteration)
+
+    def _model_stage_body(self, snapshot: SnapshotRecord, plan: _Plan, iteration: int) -> dict[str, Any]:
         spec = self.spec
         b = spec.business
         # The loopml version is part of the key: an upgrade may train differently, so it trains again.
         key = _digest({"data": snapshot.data_hash, "business": b.model_dump(mode="json", by_alias=True),
-                       "loopml": _packages()["loopml"],
+                       "loopml": _packages()["loopml"], "clean": plan.clean.model_dump(),
                        "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe()})
         registered = self.store.find_model(self.project, key)
         if registered is not None:
@@ -285,7 +424,7 @@ class _Loop:
         self.progress("model", f"searching ({plan.search.describe()})")
         started = time.monotonic()
         result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
-                        plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0))
+                        plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0), clean=plan.clean)
         self.progress("model", "evaluating on the locked holdout")
         evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed)
         evidence = {
@@ -309,13 +448,15 @@ class _Loop:
                 metrics={"holdout": evaluation.to_dict(), "cv_score": result.cv_score},
                 operating_point=result.operating_point,
                 lineage={"snapshot_id": snapshot.id, "data_hash": snapshot.data_hash, "sources": self.source_hashes,
+                         "sources_used": snapshot.report.get("sources_used"),
                          "spec_hash": self.spec_sha, "packages": _packages(), "train_rows": len(train),
                          "holdout_rows": len(holdout), "plan": plan.search.describe()},
                 decision=decision)
             self.decisions.append(self.store.decisions(self.project, limit=1)[0])
             self._holdout = holdout
             return {"met": True, "model_version": mv}
-        diagnosis = diagnose(result, evaluation, b.goal, plan=plan.search, rows_available=len(frame))
+        diagnosis = diagnose(result, evaluation, b.goal, plan=plan.search, rows_available=len(frame), train=train,
+                             assessment=snapshot.report.get("assessment"))
         diag = {"cause": diagnosis.cause, "next_stage": diagnosis.next_stage, "evidence": diagnosis.evidence,
                 "explanation": f"{measured}; {diagnosis.explanation}", "reachable": diagnosis.reachable}
         self._decide("model", "goal", "fail", f"back_to_{diagnosis.next_stage}", diagnosis.next_stage,
@@ -472,8 +613,8 @@ def _maintain(loop: _Loop, champion: ModelVersion) -> MaintainResult:
     loop.progress("model", f"retraining on {len(base):,} snapshot rows + {len(older)} labeled production rows")
     result = search(train, target=target, task=spec.business.task, goal=goal, costs=spec.business.costs,
                     positive=spec.business.positive,
-                    plan=SearchPlan(seed=spec.model.seed, folds=spec.model.folds),
-                    budget_s=spec.model.budget)
+                    plan=SearchPlan(seed=spec.model.seed, folds=spec.model.folds, trials=spec.model.trials),
+                    budget_s=spec.model.budget, clean=spec.data.clean)
     key = _digest({"base": base_snapshot.data_hash, "labeled": [r["id"] for r in rows]})
     contract = infer_contract(train, target, spec.business.task)
     snapshot = store.find_snapshot(project, key) or store.save_snapshot(

@@ -17,25 +17,40 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loopml.business.metrics import METRICS, metric_names_for
 from loopml.errors import SpecError
 
 __all__ = [
+    "AcquisitionSpec",
     "BusinessSpec",
     "CleanSpec",
     "CostsSpec",
     "DataSpec",
+    "DuckDBSourceSpec",
+    "FileSourceSpec",
     "GoalSpec",
     "MaintenanceSpec",
     "ModelSpec",
     "OperationsSpec",
     "ProjectSpec",
+    "PythonSourceSpec",
+    "QualityLimits",
     "SourceSpec",
+    "SqlSourceSpec",
     "load_spec",
     "parse_duration",
     "spec_hash",
@@ -154,15 +169,90 @@ class JoinSpec(_Strict):
     on: str | list[str]
     how: Literal["left", "inner"] = "left"
 
+    @property
+    def keys(self) -> list[str]:
+        return [self.on] if isinstance(self.on, str) else list(self.on)
 
-class SourceSpec(_Strict):
-    """One data source. ``path`` is relative to the spec file's folder."""
 
-    name: str = Field(min_length=1)
-    path: str
-    format: Literal["auto", "csv", "parquet"] = "auto"
+class IncrementalSpec(_Strict):
+    """Read only rows newer than the last snapshot, by a time or id column that grows."""
+
+    column: str = Field(min_length=1)
+
+
+class _SourceBase(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     join: JoinSpec | None = None
     cost_per_1k_rows: float = Field(default=0.0, ge=0)
+    incremental: IncrementalSpec | None = None
+
+
+class FileSourceSpec(_SourceBase):
+    """CSV or Parquet files; ``path`` is relative to the spec's folder and may be a glob."""
+
+    kind: Literal["file"] = "file"
+    path: str = Field(min_length=1)
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    encoding: str | None = None
+    header: bool | None = None
+
+
+class SqlSourceSpec(_SourceBase):
+    """A table or a read-only query in a SQL database; ``${VAR}`` in the URL comes from the environment."""
+
+    kind: Literal["sql"] = "sql"
+    url: str = Field(min_length=1)
+    table: str | None = None
+    db_schema: str | None = Field(default=None, alias="schema")
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSourceSpec:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        return self
+
+
+class DuckDBSourceSpec(_SourceBase):
+    """DuckDB SQL over files (paths in it are relative to the spec's folder)."""
+
+    kind: Literal["duckdb"] = "duckdb"
+    duckdb: str = Field(min_length=1)
+
+
+class PythonSourceSpec(_SourceBase):
+    """A Python function, ``module:function``, that returns a DataFrame."""
+
+    kind: Literal["python"] = "python"
+    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+_SOURCE_KEYS = {"path": "file", "url": "sql", "duckdb": "duckdb", "callable": "python"}
+
+
+def _source_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return getattr(value, "kind", None)
+    if isinstance(value, dict):
+        if "kind" in value:
+            return value["kind"]
+        found = [kind for key, kind in _SOURCE_KEYS.items() if key in value]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+SourceSpec = Annotated[
+    Annotated[FileSourceSpec, Tag("file")]
+    | Annotated[SqlSourceSpec, Tag("sql")]
+    | Annotated[DuckDBSourceSpec, Tag("duckdb")]
+    | Annotated[PythonSourceSpec, Tag("python")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="a source needs exactly one of 'path', 'url', 'duckdb' or 'callable'",
+    ),
+]
 
 
 class CleanSpec(_Strict):
@@ -170,19 +260,44 @@ class CleanSpec(_Strict):
 
     duplicates: Literal["drop", "keep"] = "drop"
     missing: Literal["impute", "drop_rows"] = "impute"
-    outliers: Literal["keep", "clip"] = "keep"
-    imbalance: Literal["auto", "none", "balance"] = "auto"
+    outliers: Literal["keep", "clip", "drop"] = "keep"
+    imbalance: Literal["auto", "none", "weights", "undersample", "oversample"] = "auto"
+    leakage: Literal["drop", "keep"] = "drop"
+    ids: Literal["drop", "keep"] = "drop"
+
+
+class QualityLimits(_Strict):
+    """The data gate's quality limits, on the joined and cleaned table."""
+
+    max_missing_share: float = Field(default=0.5, ge=0, le=1)
+    max_duplicate_share: float = Field(default=0.2, ge=0, le=1)
+    max_label_noise: float = Field(default=0.3, ge=0, le=1)
+    min_class_rows: int = Field(default=10, ge=1)
+
+
+class AcquisitionSpec(_Strict):
+    """When a further source pays for itself.
+
+    A source is kept when it raises the cross-validated goal metric by at least ``min_gain`` and,
+    for a source with a cost, when ``value_per_point`` (the value of +0.01 of the goal metric, in the
+    unit of ``cost_per_1k_rows``, per 1,000 rows) times the gain in points covers its cost.
+    """
+
+    min_gain: float = Field(default=0.002, ge=0)
+    value_per_point: float | None = Field(default=None, ge=0)
 
 
 class DataSpec(_Strict):
     sources: list[SourceSpec] = Field(min_length=1)
     clean: CleanSpec = CleanSpec()
+    limits: QualityLimits = QualityLimits()
+    acquisition: AcquisitionSpec = AcquisitionSpec()
     min_rows: int = Field(default=200, ge=10)
     holdout: float = Field(default=0.2, gt=0.05, lt=0.5)
 
     @field_validator("sources")
     @classmethod
-    def _first_has_no_join(cls, sources: list[SourceSpec]) -> list[SourceSpec]:
+    def _joins_and_names(cls, sources: list) -> list:
         names = [s.name for s in sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -195,9 +310,12 @@ class DataSpec(_Strict):
 
 class ModelSpec(_Strict):
     budget: float = 300.0
+    # Work units instead of seconds: the same seed and data then give the identical model on any machine.
+    trials: int | None = Field(default=None, ge=1, le=10_000)
     seed: int = 0
     folds: int = Field(default=5, ge=2, le=20)
     max_iterations: int = Field(default=4, ge=1, le=20)
+    features: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -240,7 +358,8 @@ class ProjectSpec(_Strict):
     maintenance: MaintenanceSpec = MaintenanceSpec()
     root: Path = Field(default=Path("."), exclude=True)
 
-    def source_path(self, source: SourceSpec) -> Path:
+    def source_path(self, source: FileSourceSpec) -> Path:
+        """The resolved path (or glob pattern) of a file source."""
         return (self.root / source.path).resolve()
 
 
@@ -248,6 +367,19 @@ def spec_hash(spec: ProjectSpec) -> str:
     """SHA-256 of the spec's content (key order and comments do not matter)."""
     text = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false are booleans, so ``join: {on: id}`` and ``positive: yes`` mean
+    what they say (YAML 1.1 reads ``on``, ``yes``, ``no`` and ``off`` as booleans)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def load_spec(path: str | Path, *, check_data: bool = True) -> ProjectSpec:
@@ -262,7 +394,7 @@ def load_spec(path: str | Path, *, check_data: bool = True) -> ProjectSpec:
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file; create one with `loopml init DATAFILE`")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -284,11 +416,29 @@ def _render(path: Path, problems: list[str]) -> str:
     return head + "\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+_SOURCE_MODELS = {"file": FileSourceSpec, "sql": SqlSourceSpec, "duckdb": DuckDBSourceSpec, "python": PythonSourceSpec}
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """``loc`` without the union tags pydantic inserts (``sources.0.file.path`` → ``sources.0.path``)."""
+    out: list = []
+    for part in loc:
+        if isinstance(part, str) and (part.startswith("function-") or (out and isinstance(out[-1], int)
+                                                                       and part in _SOURCE_MODELS)):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _model_at(loc: tuple, raw: Any = None) -> type[BaseModel] | None:
     """The pydantic model that owns the mapping at ``loc`` (for "did you mean")."""
     model: Any = ProjectSpec
+    node = raw
     for part in loc:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int):
+            if model is DataSpec or model in _SOURCE_MODELS.values():
+                model = _SOURCE_MODELS.get(_source_kind(node) or "", FileSourceSpec)
             continue
         field = model.model_fields.get(part) or next(
             (f for f in model.model_fields.values() if f.alias == part), None
@@ -298,6 +448,9 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
         candidates = [annotation, *args]
+        if part == "sources":
+            model = DataSpec
+            continue
         for arg in candidates:
             inner = getattr(arg, "__args__", ())
             for c in (arg, *inner):
@@ -312,6 +465,12 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
 def _key_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if name != "root"]
 
@@ -319,13 +478,20 @@ def _key_names(model: type[BaseModel]) -> list[str]:
 def _describe(exc: ValidationError, raw: dict) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _clean_loc(err["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
         found = err.get("input")
-        if kind == "extra_forbidden":
-            owner = _model_at(loc[:-1])
-            allowed = _key_names(owner) if owner else []
+        if kind == "source_kind":
+            keys = sorted(found) if isinstance(found, dict) else []
+            close = [m for k in keys for m in difflib.get_close_matches(k, list(_SOURCE_KEYS), n=1)
+                     if k not in _SOURCE_KEYS]
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(f"{key}: a source needs exactly one of 'path' (files), 'url' (SQL), 'duckdb' or "
+                            f"'callable'; found keys: {', '.join(keys) or type(found).__name__}{hint}")
+        elif kind == "extra_forbidden":
+            owner = _model_at(loc[:-1], raw)
+            allowed = [k for k in _key_names(owner) if k != "kind"] if owner else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(f"{key}: unknown key{hint} allowed keys here: {', '.join(allowed)}")
@@ -344,12 +510,12 @@ def _describe(exc: ValidationError, raw: dict) -> list[str]:
 
 
 def _check_data(spec: ProjectSpec) -> list[str]:
-    from loopml.data.sources import read_columns, read_source
+    """Every file source exists, and some source holds the target with values that fit the task."""
+    from loopml.data.sources import open_source
 
     problems: list[str] = []
     for i, source in enumerate(spec.data.sources):
-        path = spec.source_path(source)
-        if not path.is_file():
+        if isinstance(source, FileSourceSpec) and not _file_source_exists(spec, source):
             problems.append(
                 f"data.sources.{i}.path: file '{source.path}' not found (looked in {spec.root.name}/); "
                 "give a path relative to the spec file"
@@ -357,22 +523,25 @@ def _check_data(spec: ProjectSpec) -> list[str]:
     if problems:
         return problems
     target = spec.business.target
-    holder = None
-    columns: list[str] = []
+    first_columns: list[str] = []
     for source in spec.data.sources:
-        columns = read_columns(spec.source_path(source), source.format)
+        opened = open_source(source, spec.root)
+        columns = opened.columns()
+        first_columns = first_columns or columns
         if target in columns:
-            holder = source
-            break
-    if holder is None:
-        first = spec.data.sources[0]
-        columns = read_columns(spec.source_path(first), first.format)
-        lowered = {c.lower(): c for c in columns}
-        close = difflib.get_close_matches(target.lower(), list(lowered), n=1)
-        hint = f"did you mean '{lowered[close[0]]}'? " if close else ""
-        return [f"business.target: column '{target}' is not in {first.path}; {hint}columns: {', '.join(columns)}"]
-    values = read_source(spec.source_path(holder), holder.format)[target].dropna()
-    return _check_target_values(spec.business, values)
+            values = opened.read(columns=[target])[target].dropna()
+            return _check_target_values(spec.business, values)
+    lowered = {c.lower(): c for c in first_columns}
+    close = difflib.get_close_matches(target.lower(), list(lowered), n=1)
+    hint = f"did you mean '{lowered[close[0]]}'? " if close else ""
+    where = getattr(spec.data.sources[0], "path", spec.data.sources[0].name)
+    return [f"business.target: column '{target}' is not in {where}; {hint}columns: {', '.join(first_columns)}"]
+
+
+def _file_source_exists(spec: ProjectSpec, source: FileSourceSpec) -> bool:
+    if any(ch in source.path for ch in "*?["):
+        return any(spec.root.glob(source.path))
+    return spec.source_path(source).is_file()
 
 
 def _check_target_values(business: BusinessSpec, values) -> list[str]:

@@ -58,7 +58,7 @@ def _log_loss(y, y_pred, y_proba, labels):
 
 
 def _binary(fn):
-    return lambda y, y_pred, y_proba, labels: fn(y, np.asarray(y_pred), zero_division=0)
+    return lambda y, y_pred, y_proba, _labels: fn(y, np.asarray(y_pred), zero_division=0)
 
 
 _BIN = frozenset({"binary"})
@@ -71,19 +71,19 @@ METRICS: dict[str, Metric] = {
     for m in [
         Metric("roc_auc", _BIN, True, False, _roc_auc),
         Metric("average_precision", _BIN, True, False,
-               lambda y, p, pr, l: _skm.average_precision_score(y, _binary_proba(pr))),
+               lambda y, p, pr, _labels: _skm.average_precision_score(y, _binary_proba(pr))),
         Metric("recall", _BIN, True, True, _binary(_skm.recall_score)),
         Metric("precision", _BIN, True, True, _binary(_skm.precision_score)),
         Metric("f1", _BIN, True, True, _binary(_skm.f1_score)),
-        Metric("accuracy", _CLS, True, True, lambda y, p, pr, l: _skm.accuracy_score(y, p)),
-        Metric("balanced_accuracy", _CLS, True, True, lambda y, p, pr, l: _skm.balanced_accuracy_score(y, p)),
+        Metric("accuracy", _CLS, True, True, lambda y, p, pr, _labels: _skm.accuracy_score(y, p)),
+        Metric("balanced_accuracy", _CLS, True, True, lambda y, p, pr, _labels: _skm.balanced_accuracy_score(y, p)),
         Metric("log_loss", _CLS, False, False, _log_loss),
         Metric("f1_macro", _MULTI, True, True,
-               lambda y, p, pr, l: _skm.f1_score(y, p, average="macro", zero_division=0)),
+               lambda y, p, pr, _labels: _skm.f1_score(y, p, average="macro", zero_division=0)),
         Metric("roc_auc_ovr", _MULTI, True, False, _roc_auc_ovr),
-        Metric("rmse", _REG, False, True, lambda y, p, pr, l: float(np.sqrt(_skm.mean_squared_error(y, p)))),
-        Metric("mae", _REG, False, True, lambda y, p, pr, l: _skm.mean_absolute_error(y, p)),
-        Metric("r2", _REG, True, True, lambda y, p, pr, l: _skm.r2_score(y, p)),
+        Metric("rmse", _REG, False, True, lambda y, p, pr, _labels: float(np.sqrt(_skm.mean_squared_error(y, p)))),
+        Metric("mae", _REG, False, True, lambda y, p, pr, _labels: _skm.mean_absolute_error(y, p)),
+        Metric("r2", _REG, True, True, lambda y, p, pr, _labels: _skm.r2_score(y, p)),
     ]
 }
 

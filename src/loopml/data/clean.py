@@ -1,4 +1,9 @@
-"""Clean a collected frame as the spec's ``data.clean`` says, recording every action with numbers.
+"""Clean a collected frame as the spec's ``data.clean`` says, recording every step with numbers.
+
+:func:`clean` does the steps that need no learned state: it drops rows (missing target, duplicates,
+missing values, far outliers) and columns (leakage suspects, id-like, unusable, constant). What is
+learned from data (clip bounds, imputation, class rebalancing) happens in the Model stage on each
+model's training rows only, and travels with the model (:class:`~loopml.data.cleaner.Cleaner`).
 
 >>> import pandas as pd
 >>> from loopml.spec import CleanSpec
@@ -6,24 +11,31 @@
 >>> cleaned = clean(frame, target="y", task="binary", plan=CleanSpec())
 >>> cleaned.actions[:3]
 ['dropped 1 row with a missing target', 'dropped 1 exact duplicate row', "dropped column 'c': constant"]
+>>> [(s["step"], s["rows_dropped"]) for s in cleaned.report["steps"]][:2]
+[('missing_target', 1), ('duplicates', 1)]
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from loopml.data.assess import _require_target, assess
+from loopml.data.assess import _column_kind, _require_target
+from loopml.data.cleaner import AUTO_MINORITY_SHARE, QUANTILES, resolve_imbalance
 
 if TYPE_CHECKING:
+    from loopml.data.assess import DataAssessment
     from loopml.spec import CleanSpec
 
 __all__ = ["CleanedData", "clean"]
 
-_IQR_FACTOR = 3.0
+# A value this many robust standard deviations (1.4826 x MAD) from the median is an error, not a tail:
+# on normal data 8 SDs is a one-in-10^15 event, so almost only broken values are dropped.
+_MAD_FACTOR = 8.0
+_MAD_TO_SD = 1.4826
 
 
 @dataclass
@@ -38,101 +50,193 @@ class CleanedData:
         return {"actions": list(self.actions), "report": self.report}
 
 
-def _rows(n: int, what: str = "row") -> str:
+def _n(n: int, what: str = "row") -> str:
     return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
-def _clip(series: pd.Series) -> tuple[pd.Series, int]:
-    """Clip to [Q1 - 3 IQR, Q3 + 3 IQR]; integer columns keep integer bounds, so their dtype stays."""
-    q1, q3 = series.quantile([0.25, 0.75])
-    iqr = q3 - q1
-    if not iqr > 0:  # also skips an all-missing column (NaN)
-        return series, 0
-    low, high = q1 - _IQR_FACTOR * iqr, q3 + _IQR_FACTOR * iqr
-    if pd.api.types.is_integer_dtype(series.dtype):
-        low, high = math.ceil(low), math.floor(high)
-    outside = int(((series < low) | (series > high)).sum())
-    return (series.clip(low, high) if outside else series), outside
+class _Log:
+    """Collects the sentence and the structured entry of each step."""
+
+    def __init__(self) -> None:
+        self.actions: list[str] = []
+        self.steps: list[dict[str, Any]] = []
+        self.dropped_columns: dict[str, str] = {}
+
+    def step(self, step: str, *, rows: int = 0, columns: dict[str, str] | None = None,
+             detail: dict | None = None, sentences: list[str] | str = ()) -> None:
+        columns = columns or {}
+        self.dropped_columns.update(columns)
+        self.actions += [sentences] if isinstance(sentences, str) else list(sentences)
+        self.steps.append({"step": step, "rows_dropped": int(rows), "columns_dropped": list(columns),
+                           "detail": detail or {}})
 
 
-def clean(df: pd.DataFrame, target: str, task: str, plan: CleanSpec) -> CleanedData:
-    """Drop rows without a target, duplicates, constant and id columns; handle missing values and outliers.
+def clean(df: pd.DataFrame, target: str, task: str, plan: CleanSpec, *,
+          assessment: DataAssessment | None = None) -> CleanedData:
+    """Drop rows and columns as ``plan`` says; ``df`` is not changed and the target column is always kept.
 
-    ``df`` is not changed. Missing feature values are left for the model to impute unless
-    ``plan.missing`` is ``drop_rows``; ``plan.imbalance`` is recorded for the model's class weights.
+    ``assessment`` (of ``df``, by :func:`~loopml.data.assess.assess`) supplies the leakage suspects and
+    the columns unusable at prediction time; without it those steps find nothing.
     """
     _require_target(df, target)
-    frame = df.copy()
-    rows_in = len(frame)
-    actions: list[str] = []
+    log = _Log()
+    rows_in = len(df)
 
-    has_target = frame[target].notna()
-    dropped_target = int((~has_target).sum())
-    frame = frame[has_target.to_numpy()]
-    if dropped_target:
-        actions.append(f"dropped {_rows(dropped_target)} with a missing target")
+    has_target = df[target].notna().to_numpy()
+    frame = df[has_target]
+    missing_target = int((~has_target).sum())
+    log.step("missing_target", rows=missing_target,
+             sentences=[f"dropped {_n(missing_target)} with a missing target"] if missing_target else [])
 
-    dropped_duplicates = 0
+    duplicated = frame.duplicated().to_numpy()
+    duplicates = int(duplicated.sum())
     if plan.duplicates == "drop":
-        duplicated = frame.duplicated()
-        dropped_duplicates = int(duplicated.sum())
-        frame = frame[~duplicated.to_numpy()]
-        if dropped_duplicates:
-            actions.append(f"dropped {_rows(dropped_duplicates, 'exact duplicate row')}")
-    elif (kept := int(frame.duplicated().sum())):
-        actions.append(f"kept {_rows(kept, 'exact duplicate row')} (duplicates: keep)")
+        frame = frame[~duplicated]
+        log.step("duplicates", rows=duplicates, detail={"policy": "drop"},
+                 sentences=[f"dropped {_n(duplicates, 'exact duplicate row')}"] if duplicates else [])
+    else:
+        log.step("duplicates", detail={"policy": "keep", "kept": duplicates},
+                 sentences=[f"kept {_n(duplicates, 'exact duplicate row')} (duplicates: keep)"] if duplicates else [])
 
-    # Columns go before rows: an all-missing constant column would otherwise empty the frame.
-    assessment = assess(frame, target, task)
-    dropped_columns = {c: "constant" for c in assessment.constant_columns}
-    ids = [c for c, kind in assessment.column_kinds.items() if kind == "id" and c not in dropped_columns]
-    dropped_columns.update({c: "id-like (unique per row)" for c in ids})
-    frame = frame.drop(columns=list(dropped_columns))
-    actions += [f"dropped column '{c}': {why}" for c, why in dropped_columns.items()]
-
-    features = [c for c in frame.columns if c != target]
-    dropped_missing = 0
-    missing_cells = int(frame[features].isna().sum().sum())
-    if plan.missing == "drop_rows":
-        complete = frame[features].notna().all(axis=1)
-        dropped_missing = int((~complete).sum())
-        frame = frame[complete.to_numpy()]
-        if dropped_missing:
-            actions.append(f"dropped {_rows(dropped_missing)} with a missing feature value (missing: drop_rows)")
-        missing_cells = 0
-    elif missing_cells:
-        actions.append(f"left {_rows(missing_cells, 'missing value')} for the model to impute (missing: impute)")
-
-    clipped: dict[str, int] = {}
-    if plan.outliers == "clip":
-        for column in features:
-            if assessment.column_kinds.get(column) != "numeric":
-                continue
-            frame[column], n = _clip(frame[column])
-            if n:
-                clipped[column] = n
-                actions.append(f"clipped {_rows(n, 'value')} of '{column}' to Q1 - 3 IQR .. Q3 + 3 IQR")
-
-    imbalance: dict = {"policy": plan.imbalance}
-    if task != "regression" and len(frame):
-        shares = frame[target].value_counts(normalize=True)
-        imbalance.update(minority_class=str(shares.index[-1]), minority_share=float(shares.iloc[-1]))
-        if plan.imbalance != "none":
-            actions.append(
-                f"smallest class '{shares.index[-1]}' is {shares.iloc[-1]:.1%} of rows; "
-                f"the model uses class weights (imbalance: {plan.imbalance})"
-            )
+    # Columns go before rows: an all-missing column would otherwise make missing: drop_rows empty the frame.
+    frame = _drop_columns(frame, target, plan, assessment, log)
+    frame, dropped_missing, missing_left = _missing(frame, target, plan, log)
+    frame, dropped_outliers = _outliers(frame, target, plan, log)
+    imbalance = _imbalance(frame, target, task, plan, log)
 
     frame = frame.reset_index(drop=True)
     report = {
         "rows_in": rows_in,
         "rows_out": len(frame),
-        "dropped_duplicates": dropped_duplicates,
-        "dropped_missing_target": dropped_target,
+        "steps": log.steps,
+        "dropped_missing_target": missing_target,
+        "dropped_duplicates": duplicates if plan.duplicates == "drop" else 0,
         "dropped_missing_rows": dropped_missing,
-        "missing_values_left": missing_cells,
-        "clipped": clipped,
-        "dropped_columns": dropped_columns,
+        "dropped_outlier_rows": dropped_outliers,
+        "missing_values_left": missing_left,
+        "dropped_columns": log.dropped_columns,
         "imbalance": imbalance,
     }
-    return CleanedData(frame=frame, actions=actions, report=report)
+    return CleanedData(frame=frame, actions=log.actions, report=report)
+
+
+def _drop_columns(frame: pd.DataFrame, target: str, plan: CleanSpec, assessment: Any, log: _Log) -> pd.DataFrame:
+    """Leakage suspects, id-like, unusable and constant columns, each step with its reasons."""
+    features = [c for c in frame.columns if c != target]
+
+    leaks: dict[str, str] = {}
+    for suspect in getattr(assessment, "leakage_suspects", None) or []:
+        column = suspect.get("column")
+        if column in features:
+            score = suspect.get("score")
+            leaks[column] = "leakage suspect" + (f" ({suspect.get('metric', 'score')} {score:.3f} alone)"
+                                                 if isinstance(score, (int, float)) else "")
+    if plan.leakage == "drop":
+        log.step("leakage", columns=leaks, detail={"policy": "drop", "suspects": list(leaks)},
+                 sentences=[f"dropped column '{c}': {why}" for c, why in leaks.items()])
+    else:
+        log.step("leakage", detail={"policy": "keep", "suspects": list(leaks)},
+                 sentences=[f"kept column '{c}': {why} (leakage: keep)" for c, why in leaks.items()])
+        leaks = {}
+    features = [c for c in features if c not in leaks]
+
+    raw_kinds = getattr(assessment, "column_kinds", None) or {}
+    ids = {c: "id-like (unique per row)" for c in features
+           if raw_kinds.get(str(c)) == "id" or _column_kind(frame[c]) == "id"}
+    if plan.ids == "drop":
+        log.step("ids", columns=ids, detail={"policy": "drop"},
+                 sentences=[f"dropped column '{c}': {why}" for c, why in ids.items()])
+    else:
+        log.step("ids", detail={"policy": "keep", "kept": list(ids)},
+                 sentences=[f"kept column '{c}': {why} (ids: keep)" for c, why in ids.items()])
+    features = [c for c in features if c not in ids]
+
+    # A column the assessment calls unusable at prediction time cannot be a feature; "keep" for ids and
+    # leakage suspects is the user's explicit word and wins.
+    kept = {s["column"] for s in getattr(assessment, "leakage_suspects", None) or []} if plan.leakage == "keep" \
+        else set()
+    unusable = {c: str(why) for c, why in (getattr(assessment, "unusable_columns", None) or {}).items()
+                if c in features and c not in kept}
+    log.step("unusable", columns=unusable, sentences=[f"dropped column '{c}': {why}" for c, why in unusable.items()])
+    features = [c for c in features if c not in unusable]
+
+    constant = {c: "constant" for c in features if frame[c].nunique(dropna=False) <= 1}
+    log.step("constant", columns=constant, sentences=[f"dropped column '{c}': {why}" for c, why in constant.items()])
+
+    return frame.drop(columns=list(log.dropped_columns))
+
+
+def _missing(frame: pd.DataFrame, target: str, plan: CleanSpec, log: _Log) -> tuple[pd.DataFrame, int, int]:
+    features = [c for c in frame.columns if c != target]
+    per_column = frame[features].isna().sum()
+    per_column = {str(c): int(n) for c, n in per_column.items() if n}
+    cells = sum(per_column.values())
+    if plan.missing == "drop_rows":
+        complete = frame[features].notna().all(axis=1).to_numpy()
+        dropped = int((~complete).sum())
+        sentence = f"dropped {_n(dropped)} with a missing feature value (missing: drop_rows)"
+        log.step("missing", rows=dropped, detail={"policy": "drop_rows", "missing_by_column": per_column},
+                 sentences=[sentence] if dropped else [])
+        return frame[complete], dropped, 0
+    log.step("missing", detail={"policy": "impute", "missing_by_column": per_column}, sentences=[
+        f"left {_n(cells, 'missing value')} in {_n(len(per_column), 'column')} for the model to impute, "
+        "learned on training rows: median plus a missing indicator for numbers, a 'missing' level for categories "
+        "(missing: impute)"] if cells else [])
+    return frame, 0, cells
+
+
+def _outliers(frame: pd.DataFrame, target: str, plan: CleanSpec, log: _Log) -> tuple[pd.DataFrame, int]:
+    if plan.outliers == "clip":
+        lo, hi = (f"{q * 100:g}%" for q in QUANTILES)
+        log.step("outliers", detail={"policy": "clip", "quantiles": list(QUANTILES)}, sentences=(
+            f"outliers: clip: each numeric column is clipped to its {lo}-{hi} quantiles, learned on each "
+            "model's training rows and applied unchanged at serving"))
+        return frame, 0
+    if plan.outliers != "drop":
+        log.step("outliers", detail={"policy": "keep"})
+        return frame, 0
+    far = np.zeros(len(frame), dtype=bool)
+    by_column: dict[str, int] = {}
+    for column in frame.columns:
+        if column == target or _column_kind(frame[column]) != "numeric":
+            continue
+        values = frame[column].to_numpy(dtype=float, na_value=np.nan)
+        median = np.nanmedian(values) if np.isfinite(values).any() else np.nan
+        mad = np.nanmedian(np.abs(values - median)) if np.isfinite(median) else np.nan
+        if not mad > 0:  # a column that is mostly one value has no robust scale to judge by
+            continue
+        with np.errstate(invalid="ignore"):
+            out = np.abs(values - median) > _MAD_FACTOR * _MAD_TO_SD * mad
+        if out.any():
+            by_column[str(column)] = int(out.sum())
+            far |= out
+    dropped = int(far.sum())
+    where = ", ".join(f"'{c}' ({n:,})" for c, n in by_column.items())
+    rule = f"|x - median| > {_MAD_FACTOR:g} x 1.4826 x MAD"
+    log.step("outliers", rows=dropped, detail={"policy": "drop", "rule": rule, "by_column": by_column},
+             sentences=[f"dropped {_n(dropped)} with a value more than {_MAD_FACTOR:g} robust standard deviations "
+                        f"(1.4826 x MAD) from the median, in {where} (outliers: drop)"] if dropped else [])
+    return frame[~far], dropped
+
+
+def _imbalance(frame: pd.DataFrame, target: str, task: str, plan: CleanSpec, log: _Log) -> dict[str, Any]:
+    """Record the class balance and what the Model stage will do about it (it rebalances training rows only)."""
+    imbalance: dict[str, Any] = {"policy": plan.imbalance}
+    if task == "regression" or not len(frame):
+        return imbalance
+    shares = frame[target].value_counts(normalize=True)
+    share = float(shares.iloc[-1])
+    applied = resolve_imbalance(plan.imbalance, share, task)
+    imbalance.update(minority_class=str(shares.index[-1]), minority_share=share, applied=applied)
+    does = {
+        "weights": "the model uses balanced class weights",
+        "undersample": "each model's training rows are undersampled to balance the classes",
+        "oversample": "each model's training rows are oversampled to balance the classes",
+        "none": "classes are not rebalanced",
+    }[applied]
+    why = f"imbalance: {plan.imbalance}"
+    if plan.imbalance == "auto":
+        why += f"; class weights when the smallest class is under {AUTO_MINORITY_SHARE:.0%}"
+    log.step("imbalance", detail=imbalance,
+             sentences=f"smallest class '{shares.index[-1]}' is {share:.1%} of rows; {does} ({why})")
+    return imbalance

@@ -1,8 +1,8 @@
 """The Model stage: features, candidate search, evaluation on the locked holdout, diagnosis.
 
 >>> from loopml.model import SearchPlan
->>> SearchPlan().describe()
-'linear baseline + 1 LightGBM configuration, 5-fold cross-validation, seed 0'
+>>> SearchPlan(families=("linear", "lightgbm")).describe()
+'linear, LightGBM + up to 10 Optuna trials in the time budget, greedy ensemble, 5-fold cross-validation, seed 0'
 """
 
 from loopml.model.artifact import TrainedModel

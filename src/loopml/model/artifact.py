@@ -1,8 +1,10 @@
 """The trained model as it is registered and served: plain JSON state, never pickle.
 
-A :class:`TrainedModel` holds the :class:`~loopml.model.features.Preprocessor`, the estimator's
-numbers (a LightGBM model string, or linear coefficients) and the decision threshold. Loading it
-only parses JSON and numbers, so a model file can never run code; linear predictions are numpy.
+A :class:`TrainedModel` holds the learned cleaning (:class:`~loopml.data.cleaner.Cleaner`, optional),
+the :class:`~loopml.model.features.Preprocessor`, the estimator's numbers (a LightGBM model string,
+linear coefficients, the node arrays of a random forest or extra trees, or an ensemble of these with
+weights), the probability calibration and the decision threshold. Loading it only parses JSON and
+numbers, so a model file can never run code; linear and forest predictions are numpy.
 
 >>> import pandas as pd
 >>> from loopml.model.features import Preprocessor
@@ -21,14 +23,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopml.errors import ModelError
+from loopml.data.cleaner import Cleaner
+from loopml.errors import DataError, ModelError
 from loopml.model.features import Preprocessor
 
 __all__ = ["FORMAT", "TrainedModel"]
 
 FORMAT = "loopml.model/1"
 _TASKS = ("binary", "multiclass", "regression")
-_FAMILIES = ("linear", "lightgbm")
+# The preprocessor encoding each estimator family reads; "ensemble" holds members of these.
+KIND = {"linear": "linear", "lightgbm": "tree", "random_forest": "tree", "extra_trees": "tree"}
+_FAMILIES = (*KIND, "ensemble")
+_STATE_KEY = {"linear": "coef", "lightgbm": "booster", "random_forest": "roots", "extra_trees": "roots",
+              "ensemble": "members"}
 
 
 def _plain(value: Any) -> Any:
@@ -36,13 +43,50 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-class TrainedModel:
-    """A fitted model: preprocessing, estimator state, labels and the binary decision threshold.
+def raw_scores(family: str, state: dict[str, Any], Z: np.ndarray, task: str, cache: dict[str, Any]) -> np.ndarray:
+    """One estimator's output on encoded rows: P(positive) (binary), n×k probabilities or values.
 
-    ``state`` is ``{"booster": <LightGBM model string>}`` for ``family="lightgbm"`` and
-    ``{"coef": ..., "intercept": ...}`` for ``family="linear"`` (sklearn's shapes, as lists).
+    ``cache`` keeps what is slow to rebuild from the state (a LightGBM booster, unpacked tree arrays).
+    """
+    if family == "lightgbm":
+        if "booster" not in cache:
+            import lightgbm as lgb
+
+            cache["booster"] = lgb.Booster(model_str=state["booster"])
+        # One thread for small batches: OpenMP start-up dominates single-row serving latency.
+        threads = 1 if len(Z) < 1000 else 0
+        return np.asarray(cache["booster"].predict(Z, num_threads=threads), dtype=float)
+    if family in ("random_forest", "extra_trees"):
+        from loopml.model._forest import _Arrays, predict_forest
+
+        if "forest" not in cache:
+            cache["forest"] = state if isinstance(state, _Arrays) else _Arrays(state)
+        return predict_forest(cache["forest"], Z)
+    coef = np.asarray(state["coef"], dtype=float)
+    intercept = np.asarray(state["intercept"], dtype=float)
+    if task == "regression":
+        return Z @ coef.reshape(-1) + float(intercept.reshape(-1)[0])
+    logits = Z @ coef.T + intercept
+    if task == "binary":
+        return 1.0 / (1.0 + np.exp(-logits[:, 0]))
+    logits -= logits.max(axis=1, keepdims=True)  # softmax without overflow
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class TrainedModel:
+    """A fitted model: learned cleaning, preprocessing, estimator state, calibration, labels and the threshold.
+
+    ``state`` by ``family``: ``{"booster": <LightGBM model string>}`` (``lightgbm``);
+    ``{"coef": ..., "intercept": ...}`` (``linear``, sklearn's shapes, as lists); the packed node
+    arrays of every tree (``random_forest``, ``extra_trees``, see :mod:`loopml.model._forest`);
+    ``{"members": [{"family", "params", "state", "weight"}, ...]}`` (``ensemble``: the weighted
+    average of its members' outputs, all reading the one cleaner and preprocessor).
     Classification scores are over ``classes`` in order; binary ``classes`` are
-    ``[negative, positive]``.
+    ``[negative, positive]``. ``cleaner``, when given, is applied to the input before the preprocessor,
+    exactly as it was to the training rows. ``calibration`` (sigmoid a, b or isotonic x, y per
+    calibrated column; see :mod:`loopml.model._calibration`) maps raw scores to the probabilities
+    :meth:`predict_proba` returns and the binary ``threshold`` applies to.
     """
 
     def __init__(
@@ -57,6 +101,8 @@ class TrainedModel:
         positive: Any = None,
         threshold: float | None = None,
         params: dict[str, Any] | None = None,
+        cleaner: Cleaner | None = None,
+        calibration: dict[str, Any] | None = None,
     ):
         self.task = task
         self.target = target
@@ -67,7 +113,9 @@ class TrainedModel:
         self.positive = _plain(positive)
         self.threshold = None if threshold is None else float(threshold)
         self.params = dict(params or {})
-        self._booster = None
+        self.cleaner = cleaner
+        self.calibration = calibration
+        self._cache: dict[int, dict[str, Any]] = {}
         self._validate()
 
     def _validate(self) -> None:
@@ -79,9 +127,42 @@ class TrainedModel:
             raise ModelError(f"a binary model needs 2 classes [negative, positive]; got {self.classes!r}")
         if self.task == "multiclass" and len(self.classes) < 3:
             raise ModelError(f"a multiclass model needs at least 3 classes; got {self.classes!r}")
-        key = "booster" if self.family == "lightgbm" else "coef"
+        if not isinstance(self.state, dict):
+            raise ModelError(f"state must be a mapping; got {type(self.state).__name__}")
+        key = _STATE_KEY[self.family]
         if key not in self.state:
             raise ModelError(f"state of a {self.family} model needs '{key}'; found keys {sorted(self.state)}")
+        if self.family == "ensemble":
+            members = self.state["members"]
+            if not isinstance(members, list) or not members:
+                raise ModelError("an ensemble needs a non-empty list of members")
+            for i, m in enumerate(members):
+                if not isinstance(m, dict) or m.get("family") not in KIND or not isinstance(m.get("state"), dict):
+                    raise ModelError(f"ensemble member {i} needs a family among {', '.join(KIND)} and a state")
+                weight = m.get("weight")
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1:
+                    raise ModelError(f"ensemble member {i} needs a weight in (0, 1]; got {weight!r}")
+                if _STATE_KEY[m["family"]] not in m["state"]:
+                    raise ModelError(f"state of ensemble member {i} ({m['family']}) needs '{_STATE_KEY[m['family']]}'")
+        if self.calibration is not None:
+            if self.task == "regression":
+                raise ModelError("a regression model has no probabilities to calibrate")
+            cal = self.calibration
+            method = cal.get("method") if isinstance(cal, dict) else None
+            if method not in ("sigmoid", "isotonic"):
+                raise ModelError(f"calibration method must be sigmoid or isotonic; got {method!r}")
+            columns = 1 if self.task == "binary" else len(self.classes)
+            keys = ("a", "b") if method == "sigmoid" else ("x", "y")
+            if not all(isinstance(cal.get(k), list) and len(cal[k]) == columns for k in keys) or (
+                    method == "isotonic" and any(not isinstance(x, list) or not x or not isinstance(v, list)
+                                                 or len(x) != len(v) for x, v in zip(cal["x"], cal["y"], strict=True))):
+                raise ModelError(f"calibration state is malformed: {method} needs {' and '.join(keys)} "
+                                 f"for each of {columns} column(s)")
+        for i, (family, state, _) in enumerate(self.members):
+            if family in ("random_forest", "extra_trees"):  # decode and check the node arrays once, now
+                from loopml.model._forest import _Arrays
+
+                self._cache.setdefault(i, {})["forest"] = _Arrays(state)
 
     def __repr__(self) -> str:
         extra = f", threshold={self.threshold:.4g}" if self.threshold is not None else ""
@@ -89,34 +170,44 @@ class TrainedModel:
 
     @property
     def kind(self) -> str:
-        """The preprocessor encoding this family uses."""
-        return "tree" if self.family == "lightgbm" else "linear"
+        """The preprocessor encoding this family uses (an ensemble: its first member's)."""
+        family = self.state["members"][0]["family"] if self.family == "ensemble" else self.family
+        return KIND[family]
+
+    @property
+    def members(self) -> list[tuple[str, dict[str, Any], float]]:
+        """(family, state, weight) of each estimator whose outputs are averaged (one for a single model)."""
+        if self.family == "ensemble":
+            return [(m["family"], m["state"], float(m["weight"])) for m in self.state["members"]]
+        return [(self.family, self.state, 1.0)]
 
     # -- prediction ----------------------------------------------------------------------------
-    def _scores(self, X: pd.DataFrame) -> np.ndarray:
-        """Raw model output: P(positive) (binary), n×k probabilities (multiclass) or values."""
-        Z = self.preprocessor.transform(X, self.kind)
-        if self.family == "lightgbm":
-            if self._booster is None:
-                import lightgbm as lgb
+    def _raw_scores(self, X: pd.DataFrame) -> np.ndarray:
+        """Model output before calibration: P(positive) (binary), n×k probabilities (multiclass) or values."""
+        if self.cleaner:
+            X = self.cleaner.transform(X)
+        encoded: dict[str, np.ndarray] = {}
+        out = None
+        for i, (family, state, weight) in enumerate(self.members):
+            kind = KIND[family]
+            if kind not in encoded:
+                encoded[kind] = self.preprocessor.transform(X, kind)
+            s = raw_scores(family, state, encoded[kind], self.task, self._cache.setdefault(i, {}))
+            # Added in member order, exactly as the search combined the out-of-fold scores.
+            out = s if self.family != "ensemble" else (weight * s if out is None else out + weight * s)
+        return out
 
-                self._booster = lgb.Booster(model_str=self.state["booster"])
-            # One thread for small batches: OpenMP start-up dominates single-row serving latency.
-            threads = 1 if len(Z) < 1000 else 0
-            return np.asarray(self._booster.predict(Z, num_threads=threads), dtype=float)
-        coef = np.asarray(self.state["coef"], dtype=float)
-        intercept = np.asarray(self.state["intercept"], dtype=float)
-        if self.task == "regression":
-            return Z @ coef.reshape(-1) + float(intercept.reshape(-1)[0])
-        logits = Z @ coef.T + intercept
-        if self.task == "binary":
-            return 1.0 / (1.0 + np.exp(-logits[:, 0]))
-        logits -= logits.max(axis=1, keepdims=True)  # softmax without overflow
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
+    def _scores(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated output: P(positive) (binary), n×k probabilities (multiclass) or values."""
+        s = self._raw_scores(X)
+        if self.calibration is None:
+            return s
+        from loopml.model._calibration import apply
+
+        return apply(self.calibration, s, self.task)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Class probabilities, n×k over ``classes`` (binary: columns [negative, positive])."""
+        """Calibrated class probabilities, n×k over ``classes`` (binary: columns [negative, positive])."""
         if self.task == "regression":
             raise ModelError("predict_proba needs a classification model; this one is regression, use predict")
         p = self._scores(X)
@@ -148,9 +239,12 @@ class TrainedModel:
             "threshold": self.threshold,
             "family": self.family,
             "params": self.params,
+            "cleaner": self.cleaner.to_dict() if self.cleaner else None,
             "preprocessor": self.preprocessor.to_dict(),
             "state": self.state,
-            "versions": {"numpy": np.__version__, "lightgbm": lightgbm.__version__, "scikit-learn": sklearn.__version__},
+            "calibration": self.calibration,
+            "versions": {"numpy": np.__version__, "lightgbm": lightgbm.__version__,
+                         "scikit-learn": sklearn.__version__},
         }
 
     def to_bytes(self) -> bytes:
@@ -175,11 +269,15 @@ class TrainedModel:
         if found != FORMAT:
             raise ModelError(f"not a loopml model: format is {found!r}; expected {FORMAT!r}")
         try:
+            # Models written before the cleaner existed have no "cleaner" key: they clip nothing.
+            cleaner = Cleaner.from_dict(d["cleaner"]) if d.get("cleaner") else None
             return cls(
                 task=d["task"], target=d["target"], family=d["family"],
                 preprocessor=Preprocessor.from_dict(d["preprocessor"]), state=d["state"],
                 classes=d.get("classes"), positive=d.get("positive"), threshold=d.get("threshold"),
-                params=d.get("params"),
+                params=d.get("params"), cleaner=cleaner, calibration=d.get("calibration"),
             )
         except KeyError as exc:
             raise ModelError(f"loopml model file lacks the key {exc}") from exc
+        except DataError as exc:
+            raise ModelError(f"loopml model file: {exc}") from exc

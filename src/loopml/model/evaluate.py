@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopml.business.metrics import METRICS, metric_names_for
+from loopml.business.metrics import METRICS, metric_names_for, score
 from loopml.errors import ModelError
 from loopml.model._operating import COUNT_METRICS, best_under, from_counts
 from loopml.model.artifact import TrainedModel
@@ -223,15 +223,135 @@ class Diagnosis:
 
 
 def diagnose(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: SearchPlan,
-             rows_available: int) -> Diagnosis:
-    """Explain a missed goal from the learning curve, the gap and the plan's room to widen.
+             rows_available: int, train: pd.DataFrame | None = None,
+             assessment: dict[str, Any] | None = None) -> Diagnosis:
+    """Explain a missed goal and say where the loop goes back, checking the causes in order.
 
-    The learning curve still rising (100% of rows beats 50% by over a quarter of the gap) → more
-    data; else a gap within reach (< 0.05, or 5% of the goal for regression) and a plan that can
-    widen → model capacity; else the goal is out of reach of this data → back to Business.
+    1. the data: a leakage suspect the model still uses, label noise over 5% of rows, or a minority
+       class under 10% that the model rarely finds (recall < 0.5) without resampling → Data;
+    2. the learning curve still rising, with the goal extrapolated within 4× the rows used → Data;
+    3. with ``train`` given: every family on the same plateau and a small train/validation gap →
+       missing signal → Data (another source or new features); a large gap → overfitting → Model;
+    4. a gap within reach (< 0.05, or 5% of the goal for regression) and a plan that can widen → Model;
+    5. otherwise the goal is out of reach of this data → Business, with what is reachable.
+
+    ``Diagnosis.evidence["checks"]`` holds every check's numbers, found or not.
     """
     if evaluation.met:
         raise ModelError("the goal is met on the holdout; there is nothing to diagnose")
+    checks = _data_checks(result, assessment or {}) + _fit_checks(result, train)
+    found = next((c for c in checks if c["found"] and c["order"] == 1), None)
+    if found is not None:
+        return Diagnosis(cause=found["check"], next_stage=found["next_stage"],
+                         evidence={"checks": checks, "cv_score": result.cv_score, "holdout_value": evaluation.value},
+                         explanation=found["explanation"], reachable=_reachable(result, evaluation, goal))
+    diagnosis = _curve_diagnosis(result, evaluation, goal, plan=plan, rows_available=rows_available)
+    diagnosis.evidence["checks"] = checks
+    if diagnosis.cause != "infeasible":
+        return diagnosis
+    # Regularising closes a gap of a few points at most; a larger one is not the overfit's doing.
+    later = next((c for c in checks if c["found"] and (c["check"] != "overfitting"
+                                                         or diagnosis.evidence["gap"] < 2 * _WITHIN_REACH)), None)
+    if later is None:
+        return diagnosis
+    return Diagnosis(cause=later["check"], next_stage=later["next_stage"], evidence=diagnosis.evidence,
+                     explanation=later["explanation"], reachable=diagnosis.reachable)
+
+
+_NOISE_LIMIT = 0.10  # "above a few percent"; weak-signal data alone shows ~7% confident disagreement
+_MINORITY_SHARE = 0.10
+_OVERFIT_GAP = 0.10  # train minus validation, on the task's threshold-free metric
+_PLATEAU = 0.02
+
+
+def _data_checks(result: SearchResult, assessment: dict[str, Any]) -> list[dict[str, Any]]:
+    """Data problems the model's miss may come from: leakage, label noise, imbalance."""
+    checks: list[dict[str, Any]] = []
+    used = set(result.model.preprocessor.columns)
+    leaks = [s for s in assessment.get("leakage_suspects") or [] if s["column"] in used]
+    checks.append({"check": "leakage", "order": 1, "found": bool(leaks), "next_stage": "data",
+                   "evidence": {"suspects": leaks},
+                   "explanation": "the model uses leakage suspects " + ", ".join(
+                       f"'{s['column']}' ({s['metric']} {s['score']:.3f} alone)" for s in leaks)
+                   + ": back to Data to drop them (data.clean.leakage: drop)."})
+    noise = assessment.get("label_noise") or {}
+    share = float(noise.get("share") or 0.0)
+    checks.append({"check": "label_noise", "order": 1, "found": share > _NOISE_LIMIT, "next_stage": "data",
+                   "evidence": {"share": share, "rows": noise.get("rows"), "limit": _NOISE_LIMIT},
+                   "explanation": f"an estimated {share:.1%} of labels disagree confidently with out-of-fold "
+                                  f"predictions (over {_NOISE_LIMIT:.0%}): back to Data to fix the labels at "
+                                  "the source or drop the flagged rows."})
+    if result.model.task != "regression" and result.oof_target is not None and result.oof_scores is not None:
+        y = np.asarray(result.oof_target)
+        counts = np.bincount(y.astype(int))
+        minority = int(np.argmin(counts))
+        minority_share = float(counts[minority] / counts.sum())
+        predicted = _oof_labels(result)
+        recall = float(np.mean(predicted[y == minority] == minority)) if counts[minority] else 0.0
+        policy = (getattr(result, "imbalance", None) or {}).get("applied", "none")
+        found = minority_share < _MINORITY_SHARE and recall < 0.5 and policy not in ("undersample", "oversample")
+        checks.append({"check": "imbalance", "order": 1, "found": found, "next_stage": "data",
+                       "evidence": {"minority_share": minority_share, "minority_recall": recall,
+                                    "imbalance_applied": policy},
+                       "explanation": f"the smallest class is {minority_share:.1%} of rows and the model finds "
+                                      f"only {recall:.0%} of it out of fold (imbalance handling: {policy}): back "
+                                      "to Data cleaning to resample it (data.clean.imbalance: oversample)."})
+    return checks
+
+
+def _oof_labels(result: SearchResult) -> np.ndarray:
+    scores = np.asarray(result.oof_scores, dtype=float)
+    if scores.ndim == 2:
+        return scores.argmax(axis=1)
+    threshold = result.model.threshold if result.model.threshold is not None else 0.5
+    return (scores >= threshold).astype(int)
+
+
+def _fit_checks(result: SearchResult, train: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Missing signal (every family on one low plateau) and overfitting (train far above validation)."""
+    if train is None or result.oof_target is None or result.oof_scores is None:
+        return []
+    metric, train_score, cv_score = _proxy_scores(result, train)
+    gap = train_score - cv_score
+    scores = [c.cv_score for c in result.candidates if c.cv_score == c.cv_score]
+    spread = (max(scores) - min(scores)) if len(scores) > 1 else float("inf")
+    evidence = {"metric": metric, "train_score": train_score, "cv_score": cv_score, "gap": gap,
+                "family_spread": spread, "families": len(scores)}
+    return [
+        {"check": "missing_signal", "order": 3, "found": spread < _PLATEAU and gap < _OVERFIT_GAP / 2,
+         "next_stage": "data", "evidence": evidence,
+         "explanation": f"every family reaches about the same {metric} (spread {spread:.3f}) and even the training "
+                        f"score is low ({train_score:.3f} vs {cv_score:.3f} out of fold): the columns lack the "
+                        "signal; back to Data for another source or new features."},
+        {"check": "overfitting", "order": 3, "found": gap > _OVERFIT_GAP, "next_stage": "model",
+         "evidence": evidence,
+         "explanation": f"the model scores {metric} {train_score:.3f} on its training rows but {cv_score:.3f} out "
+                        f"of fold (gap {gap:.3f}): it overfits; back to Model with stronger regularisation."},
+    ]
+
+
+def _proxy_scores(result: SearchResult, train: pd.DataFrame) -> tuple[str, float, float]:
+    """The task's threshold-free metric on the training rows (in sample) and out of fold."""
+    model = result.model
+    y_oof = np.asarray(result.oof_target)
+    oof = np.asarray(result.oof_scores, dtype=float)
+    if model.task == "regression":
+        fitted = model.predict(train)
+        return "r2", float(score("r2", train[model.target].to_numpy(dtype=float), y_pred=fitted)), \
+            float(score("r2", y_oof, y_pred=oof))
+    labels = [str(c) for c in model.classes]
+    y_train = np.array([labels.index(str(v)) for v in train[model.target]])
+    proba = model.predict_proba(train)
+    if model.task == "binary":
+        return "roc_auc", float(score("roc_auc", y_train, y_proba=proba[:, 1])), \
+            float(score("roc_auc", y_oof, y_proba=oof if oof.ndim == 1 else oof[:, 1]))
+    idx = list(range(len(labels)))
+    return "roc_auc_ovr", float(score("roc_auc_ovr", y_train, y_proba=proba, labels=idx)), \
+        float(score("roc_auc_ovr", y_oof, y_proba=oof, labels=idx))
+
+
+def _curve_diagnosis(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: SearchPlan,
+                     rows_available: int) -> Diagnosis:
     gib = goal.greater_is_better
 
     def ahead(a: float, b: float) -> float:  # how much better a is than b, in the goal's direction
@@ -249,13 +369,13 @@ def diagnose(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: S
     # in a short curve does not send the loop off to collect data.
     rise = min((ahead(curve[-1]["score"], p["score"]) for p in curve[:-1]), default=0.0)
     rising = rise > 0 and rise > 0.25 * gap
-    can_widen = "lightgbm" not in plan.families or plan.lgbm_configs < 8
+    can_widen = plan.can_widen
     reachable = _reachable(result, evaluation, goal)
 
     evidence = {
         "holdout_value": evaluation.value, "goal": goal.threshold, "gap": gap, "shortfalls": shortfalls,
         "cv_score": result.cv_score, "learning_curve": curve, "curve_rise": rise,
-        "lgbm_configs": plan.lgbm_configs, "rows_used": int(len(result.oof_target)) if result.oof_target is not None else None,
+        "plan": plan.describe(), "rows_used": int(len(result.oof_target)) if result.oof_target is not None else None,
         "rows_available": rows_available,
     }
     name, fmt = goal.metric, (lambda v: f"{v:.4g}")
@@ -298,8 +418,8 @@ def _rows_needed(curve: list[dict[str, Any]], goal: Any) -> int | None:
         return None
     sign = 1.0 if goal.greater_is_better else -1.0
     rows = np.log([p["rows"] for p in curve])
-    score = sign * np.array([p["score"] for p in curve], dtype=float)
-    slope, intercept = np.polyfit(rows, score, 1)
+    scores = sign * np.array([p["score"] for p in curve], dtype=float)
+    slope, intercept = np.polyfit(rows, scores, 1)
     if slope <= 0:
         return None
     log_needed = (sign * goal.threshold - intercept) / slope

@@ -1,9 +1,33 @@
-"""Candidate search: the locked holdout split, cross-validated candidates, the binary threshold.
+"""Candidate search within a budget: a portfolio of strong defaults, Optuna, a greedy ensemble, calibration.
 
-:func:`search` scores a linear baseline and a few LightGBM configurations by the goal metric on
-k-fold out-of-fold predictions of the training rows, chooses each binary candidate's decision
-threshold on those same predictions (never on the holdout), refits the best on all training rows
-and returns it with the evidence: every candidate's score, a learning curve, the operating point.
+:func:`search` cross-validates candidates on the training rows (k-fold, or a time-ordered split when
+``time_column`` is given) and keeps every trial's out-of-fold predictions:
+
+1. **portfolio** — one strong default per family (linear, LightGBM, random forest, extra trees),
+   simplest first;
+2. **Optuna** — a seeded TPE sampler tunes the most promising family of the portfolio;
+3. **ensemble** — greedy selection with replacement over all trials' out-of-fold predictions
+   (Caruana, as AutoGluon does), kept only when it beats the best single model by a margin;
+4. **calibration** — none, Platt or isotonic, chosen by cross-fitted out-of-fold log loss;
+5. **operating point** — the binary threshold for the goal, chosen on the *calibrated* out-of-fold
+   scores (never on the holdout).
+
+Trials are ranked by the goal metric's threshold-free counterpart (roc_auc or log_loss for
+classification, rmse or mae for regression), which is what Optuna and the ensemble optimise too;
+the goal metric at each trial's own threshold is reported beside it.
+
+**Budgets.** ``plan.trials`` is a budget in work units: exactly that many trials, portfolio first,
+no clock consulted — the same seed and data give the same model bytes on any run. Otherwise
+``budget_s`` seconds bound the search (portfolio, then up to ``plan.tune`` Optuna trials while time
+remains); the trial sequence is recorded in :attr:`SearchResult.trials`, and
+``search(..., replay=result.trials)`` rebuilds exactly that model without timing. With neither,
+only the portfolio runs.
+
+The learned part of the spec's cleaning happens here, on the rows each model trains on (each fold's
+training rows for the out-of-fold scores, all of ``train`` for the refit), never on a validation fold
+or the holdout: the :class:`~loopml.data.cleaner.Cleaner` (``outliers: clip``), which the model
+carries to serving, and the class rebalancing (``imbalance``: class weights, or imbalanced-learn's
+random under- or oversampling of the training rows only).
 
 >>> from sklearn.datasets import load_iris
 >>> from loopml.spec import GoalSpec
@@ -17,55 +41,77 @@ and returns it with the evidence: every candidate's score, a learning curve, the
 
 from __future__ import annotations
 
+import math
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from loopml.business.metrics import METRICS, score
+from loopml.data.cleaner import resolve_imbalance
 from loopml.errors import ModelError
-from loopml.model._operating import choose_threshold, from_counts
+from loopml.model import _calibration, _ensemble
+from loopml.model._families import (
+    FAMILIES,
+    LABELS,
+    MAX_LGBM_CONFIGS,
+    Prepared,
+    Setup,
+    as_prior,
+    default_params,
+    encode,
+    fit_estimator,
+    predict,
+    prepare,
+    rebalance,
+    suggest,
+)
+from loopml.model._operating import from_counts
 from loopml.model.artifact import TrainedModel, _plain
-from loopml.model.features import Preprocessor, _key
+from loopml.model.features import _key
+
+if TYPE_CHECKING:
+    from loopml.spec import CleanSpec
 
 __all__ = ["CandidateResult", "SearchPlan", "SearchResult", "search", "split_holdout"]
 
-FAMILIES = ("linear", "lightgbm")
-MAX_LGBM_CONFIGS = 8
-# Config 1 is a strong default; the rest vary capacity, regularisation and sampling, one idea each.
-_LGBM_BASE = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20, "n_estimators": 300}
-_LGBM_CONFIGS: list[dict[str, Any]] = [
-    {},
-    {"num_leaves": 15, "min_data_in_leaf": 40, "lambda_l2": 1.0},
-    {"num_leaves": 63, "min_data_in_leaf": 10},
-    {"feature_fraction": 0.7, "bagging_fraction": 0.8, "bagging_freq": 1},
-    {"num_leaves": 7, "min_data_in_leaf": 50, "lambda_l2": 5.0},
-    {"learning_rate": 0.02, "n_estimators": 800, "feature_fraction": 0.8},
-    {"num_leaves": 127, "min_data_in_leaf": 5, "lambda_l2": 1.0, "feature_fraction": 0.8},
-    {"extra_trees": True, "feature_fraction": 0.8},
-]
-_EARLY_STOP_ROUNDS = 30
-# LightGBM threads: on small data OpenMP start-up and contention cost more than a second thread gains
-# (100 rounds on 3,500 rows: 0.2 s with 1 thread, 0.8-2.3 s with 2 on a shared 2-core machine).
-_THREADS_FROM_ROWS = 20_000
-_MIN_ROWS_EARLY_STOP = 100  # below this an inner validation split is too small to stop on
+Progress = Callable[[int, float, "float | None"], None]  # (trials done, best score, seconds left or None)
+
+DEFAULT_TUNE = 10  # Optuna trials after the portfolio under a time budget (the budget may stop it sooner)
+MAX_TUNE = 64
+_ENSEMBLE_ROUNDS = 25
+# The ensemble replaces the best single model only when it cuts that model's out-of-fold error
+# (1 - AUC, log loss, rmse or mae) by at least this share: greedy selection flatters itself a little.
+_ENSEMBLE_MARGIN = 0.005
+_CURVE_MEMBERS = 3  # the learning curve of an ensemble refits its heaviest members only (time)
+_RESERVE = 0.1  # share of a time budget kept for the refit, calibration and learning curve
 
 
 # -- the locked holdout --------------------------------------------------------------------------
-def split_holdout(df: pd.DataFrame, target: str, task: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_holdout(
+    df: pd.DataFrame, target: str, task: str, fraction: float, seed: int, *, time_column: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off the locked holdout (``fraction`` of rows), stratified by class for classification.
+
+    With ``time_column`` the holdout is the latest ``fraction`` of rows instead (ties kept in order).
 
     >>> import pandas as pd
     >>> df = pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10})
     >>> train, holdout = split_holdout(df, "y", "binary", 0.2, seed=0)
     >>> len(train), sorted(holdout["y"])
     (16, ['a', 'a', 'b', 'b'])
+    >>> split_holdout(df, "y", "binary", 0.2, seed=0, time_column="x")[1]["x"].tolist()
+    [16, 17, 18, 19]
     """
     _check_target(df, target)
+    if time_column is not None:
+        ordered = df.sort_values(_check_time_column(df, time_column, target), kind="mergesort")
+        cut = len(df) - max(1, round(fraction * len(df)))
+        return ordered.iloc[:cut], ordered.iloc[cut:]
     stratify = None
     if task != "regression":
         keys = pd.Series([_key(v) for v in df[target].tolist()], index=df.index)
@@ -83,21 +129,31 @@ def split_holdout(df: pd.DataFrame, target: str, task: str, fraction: float, see
 # -- the plan ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SearchPlan:
-    """Which candidates :func:`search` tries, and how it cross-validates them.
+    """Which candidates :func:`search` tries, how many, and how it cross-validates them.
 
-    >>> SearchPlan().widen().describe()
-    'linear baseline + 4 LightGBM configurations, 5-fold cross-validation, seed 0'
+    ``families``: the portfolio, one strong default each (LightGBM: ``lgbm_configs`` hand-made
+    configurations). ``trials``: a budget in work units — exactly that many trials, portfolio first,
+    then Optuna; deterministic. Without it a time budget allows up to ``tune`` Optuna trials after
+    the portfolio. ``n_estimators`` caps trees and boosting rounds (fast tests, tight budgets).
+
+    >>> SearchPlan(families=("linear", "lightgbm")).describe()
+    'linear, LightGBM + up to 10 Optuna trials in the time budget, greedy ensemble, 5-fold cross-validation, seed 0'
+    >>> SearchPlan(families=("lightgbm",), trials=4, ensemble=False).widen().describe()
+    '8 trials: LightGBM ×4, linear, random forest, extra trees, then Optuna, 5-fold cross-validation, seed 0'
     """
 
-    families: tuple[str, ...] = ("linear", "lightgbm")
+    families: tuple[str, ...] = FAMILIES
     lgbm_configs: int = 1
     folds: int = 5
     seed: int = 0
-    n_estimators: int | None = None  # cap on boosting rounds (fast tests, tight budgets)
+    n_estimators: int | None = None
+    trials: int | None = None
+    tune: int = DEFAULT_TUNE
+    ensemble: bool = True
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
-        if unknown or not self.families:
+        if unknown or not self.families or len(set(self.families)) != len(self.families):
             raise ModelError(f"families must be a non-empty subset of {FAMILIES}; got {self.families!r} instead")
         if not 1 <= self.lgbm_configs <= MAX_LGBM_CONFIGS:
             raise ModelError(f"lgbm_configs must be in 1..{MAX_LGBM_CONFIGS}; got {self.lgbm_configs!r} instead")
@@ -105,44 +161,49 @@ class SearchPlan:
             raise ModelError(f"folds must be at least 2; got {self.folds!r} instead")
         if self.n_estimators is not None and self.n_estimators < 1:
             raise ModelError(f"n_estimators must be positive or None; got {self.n_estimators!r} instead")
+        if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
+            raise ModelError(f"trials must be a positive number of trials or None; got {self.trials!r} instead")
+        if not 0 <= self.tune <= MAX_TUNE:
+            raise ModelError(f"tune must be in 0..{MAX_TUNE} Optuna trials; got {self.tune!r} instead")
 
     @property
     def can_widen(self) -> bool:
-        """Whether :meth:`widen` would try more candidates than this plan does."""
-        return "lightgbm" not in self.families or self.lgbm_configs < MAX_LGBM_CONFIGS
+        """Whether :meth:`widen` would try more than this plan does (more families or configurations)."""
+        return any(f not in self.families for f in FAMILIES) or self.lgbm_configs < MAX_LGBM_CONFIGS
 
     def widen(self) -> SearchPlan:
-        """The next, wider plan: 1 → 4 → 8 LightGBM configurations (adds LightGBM if absent)."""
-        families = self.families if "lightgbm" in self.families else (*self.families, "lightgbm")
-        return replace(self, families=families, lgbm_configs=4 if self.lgbm_configs < 4 else MAX_LGBM_CONFIGS)
+        """The next, wider plan: every family; 1 → 4 → 8 LightGBM defaults; twice the trials or Optuna trials."""
+        families = (*self.families, *(f for f in FAMILIES if f not in self.families))
+        return replace(self, families=families, lgbm_configs=4 if self.lgbm_configs < 4 else MAX_LGBM_CONFIGS,
+                       tune=min(MAX_TUNE, max(DEFAULT_TUNE, 2 * self.tune)),
+                       trials=None if self.trials is None else 2 * self.trials)
 
     def describe(self) -> str:
-        parts = []
-        if "linear" in self.families:
-            parts.append("linear baseline")
-        if "lightgbm" in self.families:
-            parts.append(f"{self.lgbm_configs} LightGBM configuration{'s' if self.lgbm_configs > 1 else ''}")
+        """The plan in one line (it is part of the loop's cache key: equal plans, equal text)."""
+        names = [LABELS[f] + (f" ×{self.lgbm_configs}" if f == "lightgbm" and self.lgbm_configs > 1 else "")
+                 for f in self.families]
+        if self.trials is not None:
+            text = f"{self.trials} trial{'s' if self.trials > 1 else ''}: {', '.join(names)}, then Optuna"
+        elif self.tune:
+            text = f"{', '.join(names)} + up to {self.tune} Optuna trials in the time budget"
+        else:
+            text = ", ".join(names)
         cap = f", at most {self.n_estimators} trees" if self.n_estimators else ""
-        return f"{' + '.join(parts)}, {self.folds}-fold cross-validation{cap}, seed {self.seed}"
+        ensemble = ", greedy ensemble" if self.ensemble else ""
+        return f"{text}{ensemble}, {self.folds}-fold cross-validation{cap}, seed {self.seed}"
 
-    def candidates(self) -> list[tuple[str, dict[str, Any]]]:
-        """(family, params) for each candidate, in the order they are tried."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        if "linear" in self.families:
-            out.append(("linear", {}))
+    def portfolio(self, setup: Setup) -> list[tuple[str, dict[str, Any]]]:
+        """(family, params) of the strong defaults, in the order they are tried."""
+        out = [(f, default_params(setup, f)) for f in self.families]
         if "lightgbm" in self.families:
-            for config in _LGBM_CONFIGS[: self.lgbm_configs]:
-                params = {**_LGBM_BASE, **config}
-                if self.n_estimators is not None:
-                    params["n_estimators"] = min(params["n_estimators"], self.n_estimators)
-                out.append(("lightgbm", params))
+            out += [("lightgbm", default_params(setup, "lightgbm", i)) for i in range(1, self.lgbm_configs)]
         return out
 
 
 # -- results -------------------------------------------------------------------------------------
 @dataclass
 class CandidateResult:
-    """One candidate's cross-validated score at its own threshold."""
+    """One trial: its goal-metric score at its own threshold, and its threshold-free ranking score."""
 
     family: str
     params: dict[str, Any]
@@ -150,6 +211,8 @@ class CandidateResult:
     threshold: float | None
     constraint_met: bool | None
     seconds: float
+    score: float | None = None  # the selection metric (SearchResult.selection_metric), out of fold
+    source: str = "portfolio"  # portfolio | optuna | replay
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,10 +229,34 @@ class SearchResult:
     learning_curve: list[dict[str, Any]]
     operating_point: dict[str, Any]
     seconds: float = 0.0
-    skipped: int = 0  # candidates not tried because the budget ran out
-    # Out-of-fold target codes and scores of the chosen candidate, for diagnosis.
+    skipped: int = 0  # planned trials not run because the time budget ran out
+    # What was done about class imbalance: policy, applied, minority share, class counts before/after.
+    imbalance: dict[str, Any] = field(default_factory=dict)
+    # Out-of-fold target codes and (calibrated) scores of the chosen model, for diagnosis.
     oof_target: np.ndarray | None = field(default=None, repr=False, compare=False)
     oof_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # Every trial in order: family, params (as tried), score, cv_score, seconds, source. Pass it back
+    # as search(..., replay=trials) to rebuild this model without a clock.
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the search changed or cut short, in sentences
+    ensemble: dict[str, Any] = field(default_factory=dict)  # the greedy ensemble's members, weights, scores
+    selection_metric: str = ""  # the threshold-free metric trials are ranked by
+    folds: int = 0  # the folds actually used (fewer than planned when a class is small)
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Trials (and the ensemble, when one was built) ranked best first by :attr:`selection_metric`."""
+        rows = [{"family": t["family"], "params": _summary(t["params"]), "score": t["score"],
+                 "cv_score": t["cv_score"], "seconds": t["seconds"], "source": t["source"], "trial": i}
+                for i, t in enumerate(self.trials)]
+        if self.ensemble.get("members") and len(self.ensemble["members"]) > 1:
+            parts = [f"#{m['trial']} {m['family']} ×{m['weight']:.2f}" for m in self.ensemble["members"]]
+            rows.append({"family": "ensemble", "params": " + ".join(parts), "score": self.ensemble["ensemble_score"],
+                         "cv_score": self.ensemble.get("cv_score"), "seconds": self.ensemble.get("seconds", 0.0),
+                         "source": "chosen" if self.ensemble.get("used") else "not used", "trial": None})
+        sign = -1.0 if _ensemble.SELECTION.get(self.selection_metric, True) else 1.0
+        rows.sort(key=lambda r: (r["score"] is None or r["score"] != r["score"],
+                                 sign * (r["score"] if r["score"] == r["score"] and r["score"] is not None else 0)))
+        return [{"rank": i + 1, **r} for i, r in enumerate(rows)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,7 +268,22 @@ class SearchResult:
             "operating_point": self.operating_point,
             "seconds": self.seconds,
             "skipped": self.skipped,
+            "imbalance": self.imbalance,
+            "cleaning": self.model.cleaner.describe() if self.model.cleaner else [],
+            "trials": self.trials,
+            "notes": self.notes,
+            "ensemble": self.ensemble,
+            "selection_metric": self.selection_metric,
+            "folds": self.folds,
+            "leaderboard": self.leaderboard(),
         }
+
+
+def _summary(params: dict[str, Any]) -> str:
+    """Params in a few words: tuned values to 3 significant digits, bookkeeping left out."""
+    skip = {"estimator", "imbalance", "class_weight", "bagging_freq"}
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items() if k not in skip)
 
 
 # -- the search ----------------------------------------------------------------------------------
@@ -195,79 +297,83 @@ def search(
     positive: Any = None,
     plan: SearchPlan,
     budget_s: float | None = None,
+    clean: CleanSpec | None = None,
+    time_column: str | None = None,
+    progress: Progress | None = None,
+    replay: list[dict[str, Any]] | None = None,
 ) -> SearchResult:
-    """Cross-validate the plan's candidates on ``train``; refit the best (by the goal metric) on all of it.
+    """Search the plan's candidates on ``train``; refit the chosen model (or ensemble) on all of it.
 
     ``goal`` is a :class:`loopml.spec.GoalSpec`, ``costs`` a :class:`loopml.spec.CostsSpec` or None.
-    Once ``budget_s`` seconds have passed no further candidate is started (the first two always run).
+    ``budget_s``: seconds for the whole search, ignored when ``plan.trials`` is set (trials make it
+    reproducible) or ``replay`` is given; a budget spent before any trial trains the linear baseline
+    only, and says so in :attr:`SearchResult.notes`. ``clean`` is the :class:`loopml.spec.CleanSpec`:
+    its ``outliers: clip`` and ``imbalance`` are applied to each model's training rows only; None
+    means ``imbalance: auto`` and no clipping. ``time_column``: cross-validate on time-ordered folds
+    (scikit-learn's TimeSeriesSplit over rows sorted by it). ``progress(trials_done, best_score,
+    seconds_left)`` is called after every trial. ``replay``: the :attr:`SearchResult.trials` of an
+    earlier search on the same data, seed and plan: those trials are run again, in order, and give
+    the same model bytes.
     """
     started = time.perf_counter()
     metric = METRICS.get(goal.metric)
     if metric is None or task not in metric.tasks:
         raise ModelError(f"goal metric '{goal.metric}' does not fit task '{task}'")
     _check_target(train, target)
+    if time_column is not None:
+        train = train.sort_values(_check_time_column(train, time_column, target), kind="mergesort")
     y, classes, positive = _encode_target(train[target], task, positive)
     X = train.drop(columns=[target])
-    setup = _Setup(task=task, k=len(classes), seed=plan.seed, goal=goal, costs=costs, classes=classes,
-                   positive=positive, target=target, balanced=_is_imbalanced(y, task))
+    _check_features(X, target)
+    share = float(np.bincount(y).min() / len(y)) if task != "regression" else None
+    policy = "auto" if clean is None else clean.imbalance
+    setup = Setup(task=task, k=len(classes), seed=plan.seed, goal=goal, costs=costs, classes=classes,
+                  positive=positive, target=target, imbalance=resolve_imbalance(policy, share, task), clean=clean,
+                  n_estimators=plan.n_estimators)
+    notes: list[str] = []
+    folds = _fold_count(setup, y, plan.folds, time_ordered=time_column is not None, notes=notes)
+    selection = _ensemble.selection_metric(goal.metric, task)
+    runner = _Runner(setup, X, y, _splits(setup, y, folds, time_column is not None), selection)
+    clock = _Clock(started, budget_s if plan.trials is None and replay is None else None, progress, runner)
 
-    results: list[tuple[CandidateResult, np.ndarray]] = []
-    todo = plan.candidates()
-    for i, (family, params) in enumerate(todo):
-        params = _linear_params(setup) if family == "linear" else params
-        if i >= 2 and budget_s is not None and time.perf_counter() - started > budget_s:
-            break
-        t0 = time.perf_counter()
-        scores, rounds = _cross_val(setup, family, params, X, y, plan.folds)
-        if family == "lightgbm":
-            # The refit uses the typical early-stopped length seen across folds.
-            params = {**params, "n_estimators": int(np.median(rounds))} if rounds else params
-        threshold, met = setup.threshold(y, scores)
-        cv = setup.score(y, scores, threshold)
-        results.append((CandidateResult(family, params, cv, threshold, met, round(time.perf_counter() - t0, 3)), scores))
+    planned = _run_trials(runner, plan, clock, replay, notes)
+    trials = runner.trials
+    if plan.trials is not None and budget_s is not None and time.perf_counter() - started > budget_s:
+        notes.append(f"the {len(trials)} trials of the plan took {time.perf_counter() - started:.0f}s, over the "
+                     f"{budget_s:g}s time budget: a budget in trials is kept in full so the model is reproducible")
 
-    def rank(item: tuple[CandidateResult, np.ndarray]) -> tuple:
-        c = item[0]
-        return (c.constraint_met is not False, c.cv_score if goal.greater_is_better else -c.cv_score)
+    best = runner.best()
+    members, ensemble = _choose_ensemble(runner, best, plan.ensemble and len(trials) > 1)
+    cov = runner.covered
+    raw = _ensemble.combine([trials[i].oof for i, _ in members], [w for _, w in members])
+    calibration, cal_record = None, None
+    if task != "regression":
+        calibration, cal_record = _calibration.choose(y[cov], raw[cov], task=task, seed=plan.seed)
+    oof = _calibration.apply(calibration, raw[cov], task)
+    threshold, met = setup.threshold(y[cov], oof)
+    cv_score = goal_score(goal.metric, task, y[cov], oof, threshold, setup.k)
 
-    best, best_scores = max(results, key=rank)  # max keeps the first of equals: the simpler family
-    model, _ = _fit(setup, best.family, best.params, X, y, early_stop=False)
-    model.threshold = best.threshold
+    model = _refit(setup, runner, members, X, y)
+    model.threshold, model.calibration = threshold, calibration
     return SearchResult(
         model=model,
-        candidates=[c for c, _ in results],
+        candidates=[t.candidate() for t in trials],
         metric=goal.metric,
-        cv_score=best.cv_score,
-        learning_curve=_learning_curve(setup, best.family, best.params, X, y),
-        operating_point=_operating_point(setup, y, best_scores, best),
+        cv_score=cv_score,
+        learning_curve=_learning_curve(setup, [(trials[i], w) for i, w in members], X, y, time_column is not None,
+                                        folds),
+        operating_point=_operating_point(setup, y[cov], oof, threshold, met, cal_record),
         seconds=round(time.perf_counter() - started, 3),
-        skipped=len(todo) - len(results),
-        oof_target=y,
-        oof_scores=best_scores,
+        skipped=planned - len(trials),
+        imbalance=_imbalance_record(setup, policy, share, y),
+        oof_target=y[cov],
+        oof_scores=oof,
+        trials=[t.record() for t in trials],
+        notes=notes,
+        ensemble=ensemble,
+        selection_metric=selection,
+        folds=folds,
     )
-
-
-@dataclass
-class _Setup:
-    """What every fit and score in one search shares."""
-
-    task: str
-    k: int
-    seed: int
-    goal: Any
-    costs: Any
-    classes: list
-    positive: Any
-    target: str
-    balanced: bool  # weight classes inversely to their frequency
-
-    def threshold(self, y: np.ndarray, scores: np.ndarray) -> tuple[float | None, bool | None]:
-        if self.task != "binary":
-            return None, None
-        return choose_threshold(y, scores, metric=self.goal.metric, goal_with=dict(self.goal.with_), costs=self.costs)
-
-    def score(self, y: np.ndarray, scores: np.ndarray, threshold: float | None) -> float:
-        return goal_score(self.goal.metric, self.task, y, scores, threshold, self.k)
 
 
 def goal_score(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int) -> float:
@@ -277,6 +383,307 @@ def goal_score(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshol
     if task == "binary":
         return score(name, y, y_pred=(scores >= (0.5 if threshold is None else threshold)).astype(int), y_proba=scores)
     return score(name, y, y_pred=scores.argmax(axis=1), y_proba=scores, labels=list(range(k)))
+
+
+# -- trials --------------------------------------------------------------------------------------
+@dataclass
+class _Trial:
+    family: str
+    params: dict[str, Any]  # as tried: what a replay runs again
+    fitted: dict[str, Any]  # as the refit uses them (LightGBM: the typical early-stopped rounds)
+    score: float  # the selection metric, out of fold
+    cv_score: float  # the goal metric at this trial's own threshold
+    threshold: float | None
+    constraint_met: bool | None
+    seconds: float
+    source: str
+    oof: np.ndarray = field(repr=False)
+
+    def candidate(self) -> CandidateResult:
+        return CandidateResult(self.family, self.fitted, self.cv_score, self.threshold, self.constraint_met,
+                               self.seconds, self.score, self.source)
+
+    def record(self) -> dict[str, Any]:
+        return {"family": self.family, "params": self.params, "score": _finite(self.score),
+                "cv_score": _finite(self.cv_score), "seconds": self.seconds, "source": self.source}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+class _Runner:
+    """Runs trials on fixed folds; each fold's cleaning and encoding is learned once and shared."""
+
+    def __init__(self, setup: Setup, X: pd.DataFrame, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                 selection: str):
+        self.setup, self.X, self.y, self.splits, self.selection = setup, X, y, splits, selection
+        self.covered = np.sort(np.concatenate([val for _, val in splits]))
+        self.trials: list[_Trial] = []
+        self._folds: dict[int, tuple[Prepared, dict[str, np.ndarray]]] = {}
+
+    def fold(self, i: int) -> tuple[Prepared, dict[str, np.ndarray]]:
+        if i not in self._folds:
+            fit, val = self.splits[i]
+            prepared = prepare(self.setup, self.X.iloc[fit], self.y[fit])
+            self._folds[i] = prepared, encode(prepared, self.X.iloc[val])
+        return self._folds[i]
+
+    def cross_val(self, family: str, params: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+        """Out-of-fold scores (rows outside every validation fold stay 0) and LightGBM's early-stopped rounds."""
+        setup = self.setup
+        oof = np.zeros((len(self.y), setup.k)) if setup.task == "multiclass" else np.zeros(len(self.y))
+        rounds: list[int] = []
+        for i, (_, val) in enumerate(self.splits):
+            prepared, encoded = self.fold(i)
+            state, _, n = fit_estimator(setup, family, params, prepared, early_stop=True, store=False)
+            oof[val] = predict(setup, family, state, encoded)
+            if n:
+                rounds.append(n)
+        return oof, rounds
+
+    def run(self, family: str, params: dict[str, Any], source: str) -> _Trial:
+        t0 = time.perf_counter()
+        oof, rounds = self.cross_val(family, params)
+        fitted = {**params, "n_estimators": int(np.median(rounds))} if family == "lightgbm" and rounds else params
+        y, scores = self.y[self.covered], oof[self.covered]
+        threshold, met = self.setup.threshold(y, scores)
+        cv = goal_score(self.setup.goal.metric, self.setup.task, y, scores, threshold, self.setup.k)
+        value = _ensemble.selection_score(self.selection, y, scores, self.setup.task)
+        trial = _Trial(family, params, fitted, value, cv, threshold, met, round(time.perf_counter() - t0, 3),
+                       source, oof)
+        self.trials.append(trial)
+        return trial
+
+    def best(self, family: str | None = None) -> int:
+        """Index of the best trial (of ``family``) by the selection metric; the first of equals."""
+        best = None
+        for i, t in enumerate(self.trials):
+            if family is not None and t.family != family:
+                continue
+            if best is None or _ensemble.better(self.selection, t.score, self.trials[best].score):
+                best = i
+        return 0 if best is None else best
+
+
+class _Clock:
+    """The time budget: whether another trial fits, and the progress callback."""
+
+    def __init__(self, started: float, budget_s: float | None, progress: Progress | None, runner: _Runner):
+        self.started, self.budget_s, self.progress, self.runner = started, budget_s, progress, runner
+
+    def left(self) -> float | None:
+        return None if self.budget_s is None else max(0.0, self.started + self.budget_s - time.perf_counter())
+
+    def room_for(self, family: str) -> bool:
+        """Whether a trial of ``family`` (as long as the earlier ones took) ends before the budget's reserve."""
+        if self.budget_s is None:
+            return True
+        done = self.runner.trials
+        same = [t.seconds for t in done if t.family == family] or [t.seconds for t in done] or [0.0]
+        return time.perf_counter() + float(np.mean(same)) <= self.started + self.budget_s * (1 - _RESERVE)
+
+    def tick(self) -> None:
+        if self.progress is not None:
+            runner = self.runner
+            self.progress(len(runner.trials), runner.trials[runner.best()].score, self.left())
+
+
+def _run_trials(runner: _Runner, plan: SearchPlan, clock: _Clock, replay: list[dict[str, Any]] | None,
+                notes: list[str]) -> int:
+    """Run the trials (a replay's, or the portfolio then Optuna); returns how many were planned."""
+    setup = runner.setup
+    if replay is not None:
+        for family, params, source in _check_replay(replay):
+            runner.run(family, params, source)
+            clock.tick()
+        return len(replay)
+    portfolio = plan.portfolio(setup)
+    if plan.trials is not None:
+        portfolio, tune = portfolio[: plan.trials], max(0, plan.trials - len(portfolio))
+    else:
+        tune = plan.tune if clock.budget_s is not None else 0
+    planned = len(portfolio) + tune
+    if clock.budget_s is not None and clock.left() <= 0:
+        runner.run("linear", default_params(setup, "linear"), "baseline")
+        clock.tick()
+        notes.append(f"the time budget of {clock.budget_s:g}s is too small for any search: trained only the "
+                     "fastest baseline, a linear model, with cross-validation; give the model stage more time")
+        return 1
+    for family, params in portfolio:
+        if runner.trials and not clock.room_for(family):
+            break
+        runner.run(family, params, "portfolio")
+        clock.tick()
+    if tune and len(runner.trials) == len(portfolio):
+        _tune(runner, plan, clock, runner.trials[runner.best()].family, tune)
+    if len(runner.trials) < planned:
+        notes.append(f"the time budget of {clock.budget_s:g}s allowed {len(runner.trials)} of the {planned} planned "
+                     f"trials; the rest were skipped")
+    return planned
+
+
+def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int) -> None:
+    """Up to ``n`` Optuna trials of ``family`` (seeded TPE), told the family's portfolio scores first."""
+    import optuna
+
+    from loopml.model._families import _space
+
+    setup = runner.setup
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        sampler = optuna.samplers.TPESampler(seed=plan.seed, multivariate=True,
+                                             n_startup_trials=max(3, min(10, n // 2)))
+        maximise = _ensemble.SELECTION[runner.selection]
+        study = optuna.create_study(direction="maximize" if maximise else "minimize", sampler=sampler)
+        space = _space(setup, family)
+        for t in runner.trials:
+            prior = as_prior(setup, family, t.params) if t.family == family else None
+            if prior is not None and math.isfinite(t.score):
+                study.add_trial(optuna.trial.create_trial(params=prior, distributions=space, value=t.score))
+        for _ in range(n):
+            if not clock.room_for(family):
+                break
+            asked = study.ask()
+            trial = runner.run(family, suggest(setup, family, asked), "optuna")
+            if math.isfinite(trial.score):
+                study.tell(asked, trial.score)
+            else:
+                study.tell(asked, state=optuna.trial.TrialState.FAIL)
+            clock.tick()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _check_replay(replay: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], str]]:
+    if not isinstance(replay, (list, tuple)) or not replay:
+        raise ModelError("replay must be the non-empty list of trials of an earlier search (SearchResult.trials)")
+    out = []
+    for i, entry in enumerate(replay):
+        family = entry.get("family") if isinstance(entry, dict) else None
+        params = entry.get("params") if isinstance(entry, dict) else None
+        if family not in FAMILIES or not isinstance(params, dict):
+            raise ModelError(f"replay trial {i} needs a family among {', '.join(FAMILIES)} and a params mapping; "
+                             f"got {entry!r:.120}")
+        out.append((family, dict(params), str(entry.get("source", "replay"))))
+    return out
+
+
+# -- ensemble and refit --------------------------------------------------------------------------
+def _error(metric: str, value: float) -> float:
+    return 1.0 - value if metric == "roc_auc" else value
+
+
+def _choose_ensemble(runner: _Runner, best: int, build: bool) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+    """(trial index, weight) of the chosen model's members, and the record of the choice."""
+    trials, metric, cov = runner.trials, runner.selection, runner.covered
+    single = [(best, 1.0)]
+    record: dict[str, Any] = {"metric": metric, "single": {"trial": best, "family": trials[best].family},
+                              "single_score": _finite(trials[best].score), "used": False}
+    if not build:
+        return single, record
+    t0 = time.perf_counter()
+    y = runner.y[cov]
+    counts, _ = _ensemble.greedy([t.oof[cov] for t in trials], y, metric, task=runner.setup.task,
+                                 rounds=_ENSEMBLE_ROUNDS)
+    chosen = [(i, c / sum(counts)) for i, c in enumerate(counts) if c]
+    oof = _ensemble.combine([trials[i].oof for i, _ in chosen], [w for _, w in chosen])
+    value = _ensemble.selection_score(metric, y, oof[cov], runner.setup.task)
+    threshold, _ = runner.setup.threshold(y, oof[cov])
+    setup = runner.setup
+    used = len(chosen) > 1 and math.isfinite(value) and math.isfinite(trials[best].score) and \
+        _error(metric, value) < (1 - _ENSEMBLE_MARGIN) * _error(metric, trials[best].score)
+    record.update({
+        "ensemble_score": _finite(value), "used": bool(used), "rounds": _ENSEMBLE_ROUNDS, "margin": _ENSEMBLE_MARGIN,
+        "members": [{"trial": i, "family": trials[i].family, "weight": w} for i, w in chosen],
+        "cv_score": _finite(goal_score(setup.goal.metric, setup.task, y, oof[cov], threshold, setup.k)),
+        "seconds": round(time.perf_counter() - t0, 3),
+    })
+    return (chosen if used else single), record
+
+
+def _refit(setup: Setup, runner: _Runner, members: list[tuple[int, float]], X: pd.DataFrame,
+           y: np.ndarray) -> TrainedModel:
+    """The chosen trial, or each ensemble member, refitted on all rows (one cleaner and preprocessor)."""
+    prepared = prepare(setup, X, y)
+    fitted = []
+    for i, weight in members:
+        t = runner.trials[i]
+        state, params, _ = fit_estimator(setup, t.family, t.fitted, prepared, early_stop=False)
+        fitted.append({"family": t.family, "params": params, "state": state, "weight": weight})
+    common = {"task": setup.task, "target": setup.target, "preprocessor": prepared.pre, "classes": setup.classes,
+              "positive": setup.positive, "cleaner": prepared.cleaner}
+    if len(fitted) == 1:
+        only = fitted[0]
+        return TrainedModel(family=only["family"], state=only["state"], params=only["params"], **common)
+    params: dict[str, Any] = {"members": len(fitted), "selection_metric": runner.selection}
+    if setup.task != "regression":
+        params["imbalance"] = setup.imbalance
+    return TrainedModel(family="ensemble", state={"members": fitted}, params=params, **common)
+
+
+# -- checks --------------------------------------------------------------------------------------
+def _check_time_column(df: pd.DataFrame, time_column: str, target: str) -> str:
+    if time_column not in df.columns or time_column == target:
+        raise ModelError(f"time_column '{time_column}' is not a feature column of the data; "
+                         f"columns: {', '.join(map(str, df.columns))}")
+    missing = int(df[time_column].isna().sum())
+    if missing:
+        raise ModelError(f"time_column '{time_column}' has {missing} missing value(s); a time-ordered split "
+                         "needs every row's time")
+    return time_column
+
+
+def _check_features(X: pd.DataFrame, target: str) -> None:
+    """At least one column that is neither all missing nor one value everywhere."""
+    if X.shape[1] == 0:
+        raise ModelError(f"no usable feature: the data holds only the target '{target}'; add feature columns")
+    why: dict[str, str] = {}
+    for name in X.columns:
+        col = X[name]
+        if col.isna().all():
+            why[str(name)] = "all missing"
+        elif col.nunique(dropna=False) <= 1:
+            why[str(name)] = f"constant {_plain(col.iloc[0])!r}"
+    if len(why) == X.shape[1]:
+        listed = ", ".join(f"'{c}' ({w})" for c, w in list(why.items())[:10])
+        more = f" and {len(why) - 10} more" if len(why) > 10 else ""
+        raise ModelError(f"no usable feature: every column is missing or constant: {listed}{more}; "
+                         "add informative columns in the Data stage")
+
+
+def _fold_count(setup: Setup, y: np.ndarray, folds: int, *, time_ordered: bool, notes: list[str]) -> int:
+    """``folds``, or fewer when the rows (or the smallest class, for stratified folds) allow fewer."""
+    if setup.task == "regression" or time_ordered:
+        limit = len(y) - 1 if time_ordered else len(y)  # a time-ordered split needs more rows than folds
+        if limit < 2:
+            raise ModelError(f"{len(y)} training row(s) are too few to cross-validate; need at least "
+                             f"{3 if time_ordered else 2}")
+        if limit < folds:
+            notes.append(f"only {len(y)} training rows, so cross-validation uses {limit} folds instead of {folds}")
+            return limit
+        return folds
+    counts = np.bincount(y, minlength=setup.k)
+    smallest = int(counts.argmin())
+    n = int(counts[smallest])
+    label = setup.classes[smallest]
+    if n < 2:
+        raise ModelError(f"class '{label}' of target '{setup.target}' has {n} training row(s); cross-validation "
+                         "needs at least 2 rows of every class: collect more rows of it or merge it into another class")
+    if n < folds:
+        notes.append(f"class '{label}' has only {n} training rows, so cross-validation uses {n} folds instead of "
+                     f"{folds}")
+        return n
+    return folds
+
+
+def _splits(setup: Setup, y: np.ndarray, folds: int, time_ordered: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    if time_ordered:  # rows are sorted by time: each fold validates on the rows after the ones it fits
+        return list(TimeSeriesSplit(n_splits=folds).split(y))
+    if setup.task == "regression":
+        return list(KFold(n_splits=folds, shuffle=True, random_state=setup.seed).split(y))
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=setup.seed).split(y, y))
 
 
 def _check_target(df: pd.DataFrame, target: str) -> None:
@@ -295,7 +702,7 @@ def _encode_target(y: pd.Series, task: str, positive: Any) -> tuple[np.ndarray, 
         return y.to_numpy(dtype=float), [], None
     keys = np.array([_key(v) for v in y.tolist()], dtype=object)
     first: dict[str, Any] = {}
-    for k, v in zip(keys, y.tolist()):
+    for k, v in zip(keys, y.tolist(), strict=True):
         first.setdefault(k, _plain(v))
     labels = list(first)
     if task == "binary":
@@ -311,7 +718,8 @@ def _encode_target(y: pd.Series, task: str, positive: Any) -> tuple[np.ndarray, 
         neg = next(k for k in labels if k != pos)
         return (keys == pos).astype(int), [first[neg], first[pos]], first[pos]
     if len(labels) < 3:
-        raise ModelError(f"a multiclass target needs at least 3 classes; '{y.name}' has {len(labels)}, use task 'binary'")
+        raise ModelError(
+            f"a multiclass target needs at least 3 classes; '{y.name}' has {len(labels)}, use task 'binary'")
     try:
         ordered = sorted(labels, key=lambda k: first[k])
     except TypeError:  # mixed label types: order by their string form
@@ -320,104 +728,31 @@ def _encode_target(y: pd.Series, task: str, positive: Any) -> tuple[np.ndarray, 
     return np.array([code[k] for k in keys]), [first[k] for k in ordered], None
 
 
-def _is_imbalanced(y: np.ndarray, task: str) -> bool:
-    """Whether the minority class is under 20% of rows (then classes are weighted, "balanced")."""
-    return task != "regression" and np.bincount(y).min() / len(y) < 0.2
 
 
-def _balanced_weights(y: np.ndarray, k: int) -> np.ndarray:
-    counts = np.bincount(y, minlength=k)
-    return (len(y) / (k * np.maximum(counts, 1)))[y]
-
-
-def _folds(setup: _Setup, y: np.ndarray, folds: int):
+def _imbalance_record(setup: Setup, policy: str, share: float | None, y: np.ndarray) -> dict[str, Any]:
     if setup.task == "regression":
-        return KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=setup.seed).split(y)
-    smallest = int(np.bincount(y).min())
-    if smallest < 2:
-        raise ModelError(f"a class has {smallest} training row(s); cross-validation needs at least 2 per class")
-    return StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=setup.seed).split(y, y)
+        return {"policy": policy, "applied": "none"}
+    rows = rebalance(setup, np.arange(len(y)), y)  # the same seeded draw as the final refit's
+
+    def counts(codes: np.ndarray) -> dict[str, int]:
+        return {str(c): int(n) for c, n in zip(setup.classes, np.bincount(codes, minlength=setup.k), strict=True)}
+
+    return {"policy": policy, "applied": setup.imbalance, "minority_share": share,
+            "train_class_counts": counts(y), "fit_class_counts": counts(y[rows])}
 
 
-def _cross_val(setup: _Setup, family: str, params: dict, X: pd.DataFrame, y: np.ndarray, folds: int) -> tuple[np.ndarray, list[int]]:
-    """Out-of-fold scores, and the early-stopped number of rounds of each fold (LightGBM)."""
-    oof = np.zeros((len(y), setup.k)) if setup.task == "multiclass" else np.zeros(len(y))
-    rounds: list[int] = []
-    for fit_idx, val_idx in _folds(setup, y, folds):
-        model, n = _fit(setup, family, params, X.iloc[fit_idx], y[fit_idx], early_stop=True)
-        oof[val_idx] = model._scores(X.iloc[val_idx])
-        if n:
-            rounds.append(n)
-    return oof, rounds
+def _learning_curve(setup: Setup, members: list[tuple[_Trial, float]], X: pd.DataFrame, y: np.ndarray,
+                    time_ordered: bool, folds: int) -> list[dict[str, Any]]:
+    """The chosen model's goal-metric OOF score (3 folds, same threshold rule) on 25%, 50% and 100% of rows.
 
-
-def _fit(setup: _Setup, family: str, params: dict, X: pd.DataFrame, y: np.ndarray, *,
-         early_stop: bool) -> tuple[TrainedModel, int | None]:
-    """Fit one candidate; returns the model and, for LightGBM, its number of boosting rounds."""
-    pre = Preprocessor().fit(X)
-    weights = _balanced_weights(y, setup.k) if setup.balanced else None
-    if family == "linear":
-        state, params, rounds = _fit_linear(setup, pre.transform(X, "linear"), y, weights), _linear_params(setup), None
-    else:
-        state, rounds = _fit_lgbm(setup, params, pre, X, y, weights, early_stop)
-    model = TrainedModel(task=setup.task, target=setup.target, family=family, preprocessor=pre, state=state,
-                         classes=setup.classes, positive=setup.positive, params=params)
-    return model, rounds
-
-
-def _linear_params(setup: _Setup) -> dict[str, Any]:
-    if setup.task == "regression":
-        return {"estimator": "Ridge", "alpha": 1.0}
-    return {"estimator": "LogisticRegression", "C": 1.0, "class_weight": "balanced" if setup.balanced else None}
-
-
-def _fit_linear(setup: _Setup, Z: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> dict[str, Any]:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from threadpoolctl import threadpool_limits
-
-    # One BLAS thread: on matrices this small threads cost more than they gain (4x slower on 2 cores).
-    with threadpool_limits(1, user_api="blas"):
-        if setup.task == "regression":
-            est = Ridge(alpha=1.0).fit(Z, y)
-            return {"coef": est.coef_.tolist(), "intercept": float(est.intercept_)}
-        with warnings.catch_warnings():
-            # A not-quite-converged baseline is still a fair baseline; its CV score says how good it is.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est = LogisticRegression(C=1.0, max_iter=2000).fit(Z, y, sample_weight=weights)
-    return {"coef": est.coef_.tolist(), "intercept": est.intercept_.tolist()}
-
-
-def _fit_lgbm(setup: _Setup, params: dict, pre: Preprocessor, X: pd.DataFrame, y: np.ndarray,
-              weights: np.ndarray | None, early_stop: bool) -> tuple[dict[str, Any], int]:
-    import lightgbm as lgb
-
-    Z = pre.transform(X, "tree")
-    config = {k: v for k, v in params.items() if k != "n_estimators"}
-    objective = {"binary": {"objective": "binary"}, "multiclass": {"objective": "multiclass", "num_class": setup.k},
-                 "regression": {"objective": "regression"}}[setup.task]
-    lgb_params = {**objective, **config, "seed": setup.seed, "deterministic": True, "force_row_wise": True,
-                  "num_threads": 1 if len(y) < _THREADS_FROM_ROWS else 2, "verbose": -1}
-    cats = pre.categorical_indices("tree")
-    rounds = int(params["n_estimators"])
-    if early_stop and len(y) >= _MIN_ROWS_EARLY_STOP:
-        # Stop on a seeded 10% inner split of the fitting rows: the fold's own validation rows stay unseen.
-        inner = np.random.default_rng(setup.seed).permutation(len(y))
-        val, fit = inner[: len(y) // 10], inner[len(y) // 10 :]
-        w = (lambda idx: None) if weights is None else (lambda idx: weights[idx])
-        dtrain = lgb.Dataset(Z[fit], label=y[fit], weight=w(fit), categorical_feature=cats)
-        dval = lgb.Dataset(Z[val], label=y[val], weight=w(val), categorical_feature=cats, reference=dtrain)
-        booster = lgb.train(lgb_params, dtrain, num_boost_round=rounds, valid_sets=[dval],
-                            callbacks=[lgb.early_stopping(_EARLY_STOP_ROUNDS, verbose=False)])
-        rounds = booster.best_iteration or rounds
-    else:
-        booster = lgb.train(lgb_params, lgb.Dataset(Z, label=y, weight=weights, categorical_feature=cats),
-                            num_boost_round=rounds)
-    return {"booster": booster.model_to_string(num_iteration=rounds)}, rounds
-
-
-def _learning_curve(setup: _Setup, family: str, params: dict, X: pd.DataFrame, y: np.ndarray) -> list[dict[str, Any]]:
-    """Goal-metric OOF score (3-fold, same threshold rule) on 25%, 50% and 100% of the training rows."""
+    An ensemble is represented by its (at most) :data:`_CURVE_MEMBERS` heaviest members, weights
+    renormalised: each is cross-validated on the subsample and their scores averaged. When the search
+    itself used 3 folds, the full-size point reuses its out-of-fold scores (the same splits).
+    """
+    members = sorted(members, key=lambda m: -m[1])[:_CURVE_MEMBERS]
+    total = sum(w for _, w in members)
+    members = [(t, w / total) for t, w in members]
     points = []
     for fraction in (0.25, 0.5, 1.0):
         idx = np.arange(len(y))
@@ -429,27 +764,40 @@ def _learning_curve(setup: _Setup, family: str, params: dict, X: pd.DataFrame, y
                 continue  # too few rows of some class for this fraction
         if len(idx) < 30 or (setup.task != "regression" and np.bincount(y[idx], minlength=setup.k).min() < 3):
             continue
-        idx = np.sort(idx)
-        scores, _ = _cross_val(setup, family, params, X.iloc[idx], y[idx], folds=3)
-        threshold, _ = setup.threshold(y[idx], scores)
-        points.append({"rows": int(len(idx)), "score": setup.score(y[idx], scores, threshold)})
+        idx = np.sort(idx)  # keeps the time order for a time-ordered split
+        sub = _Runner(setup, X.iloc[idx], y[idx], _splits(setup, y[idx], 3, time_ordered), "rmse")
+        try:
+            oof = [t.oof if fraction == 1.0 and folds == 3 else sub.cross_val(t.family, t.params)[0]
+                   for t, _ in members]
+        except ModelError:
+            continue  # e.g. a time window of this subsample without some class
+        scores = _ensemble.combine(oof, [w for _, w in members])
+        cov = sub.covered
+        threshold, _ = setup.threshold(y[idx][cov], scores[cov])
+        points.append({"rows": int(len(idx)),
+                       "score": goal_score(setup.goal.metric, setup.task, y[idx][cov], scores[cov], threshold,
+                                           setup.k)})
     return points
 
 
-def _operating_point(setup: _Setup, y: np.ndarray, scores: np.ndarray, best: CandidateResult) -> dict[str, Any]:
-    if setup.task != "binary":
+def _operating_point(setup: Setup, y: np.ndarray, scores: np.ndarray, threshold: float | None,
+                     met: bool | None, calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """The chosen operating point on the calibrated out-of-fold scores, and how they were calibrated."""
+    if setup.task == "regression":
         return {"threshold": None}
-    pred = scores >= best.threshold
+    if setup.task == "multiclass":
+        return {"threshold": None, "calibration": calibration}
+    pred = scores >= threshold
     tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
     fn, tn = int((~pred & (y == 1)).sum()), int((~pred & (y == 0)).sum())
     point = {
-        "threshold": best.threshold,
+        "threshold": threshold,
         "precision": float(from_counts("precision", tp, fp, fn, tn)),
         "recall": float(from_counts("recall", tp, fp, fn, tn)),
-        "constraint_met": best.constraint_met,
+        "constraint_met": met,
+        "calibration": calibration,
     }
     if setup.costs is not None:
         cost = fp * setup.costs.false_positive + fn * setup.costs.false_negative
         point["expected_cost_per_row"] = cost / len(y)
     return point
-

@@ -1,0 +1,55 @@
+"""What both benchmark runners share: find the bench folder, load one dataset's fixed split, score it.
+
+Imported by ``automl_loopml_runner.py`` (loopml's venv) and ``automl_flaml_runner.py`` (FLAML's own
+venv), so it needs only the standard library at import time; ``split.py`` and ``score.py`` come from the
+shared bench folder and need numpy, pandas and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+RESULT_PREFIX = "AUTOML_RESULT "
+
+
+def default_bench_dir() -> Path:
+    """``$LOOPML_BENCH_DIR``, else ``shared/bench`` beside the repository's folder."""
+    env = os.environ.get("LOOPML_BENCH_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+
+def bench_modules(bench_dir: Path):
+    """The shared ``split`` and ``score`` modules of ``bench_dir``."""
+    sys.path.insert(0, str(bench_dir))
+    import score
+    import split
+
+    return split, score
+
+
+def load_split(bench_dir: Path, suite: str, name: str):
+    """(meta, X_train, X_test, y_train, y_test, split module, score module) for one dataset."""
+    split, score = bench_modules(bench_dir)
+    df, meta = split.load_dataset(suite, name, str(bench_dir))
+    X_tr, X_te, y_tr, y_te = split.train_test(df, meta)
+    return meta, X_tr, X_te, y_tr, y_te, split, score
+
+
+def score_holdout(score, meta: dict, y_test, *, p_pos=None, proba=None, classes=None, pred=None,
+                  positive=None) -> dict:
+    """score.py's metrics of one holdout prediction: binary P(positive), multiclass n×k over sorted
+    ``classes``, or regression values."""
+    task = meta["task"]
+    if task == "binary":
+        return score.score_binary(y_test, p_pos, positive)
+    if task == "multiclass":
+        return score.score_multiclass(y_test, proba, classes)
+    return score.score_regression(y_test, pred)
+
+
+def emit(result: dict) -> None:
+    """Print the one result line the parent reads."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
