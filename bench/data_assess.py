@@ -1,8 +1,8 @@
 """Benchmark: assess a 1M and a 10M row x 30 column Parquet file with loopml, and with ydata-profiling
 in minimal mode on the same file, side by side; print seconds, rows per second, peak memory and ratios.
 
-Run from the repository root (about 15 minutes the first time, which installs ydata-profiling into
-``bench/.venv-ydata``):
+Run from the repository root (about 20 minutes: ydata-profiling takes about 3 at 1M rows and is stopped
+after 10 at 10M; the first run also installs it into ``bench/.venv-ydata``, a minute or two):
 
     python bench/data_assess.py                  # 1M and 10M rows
     python bench/data_assess.py --rows 1000000   # one size

@@ -116,6 +116,7 @@ def run(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> 
                 with _progress() as progress:
                     result = run_project(project_spec, store, progress=progress)
                 out.print(decisions_table(result.decisions, title=f"{project_spec.project}: run {result.run_id}"))
+                _print_leaderboard(*result.leaderboard())
                 colour = "green" if result.exit_code == 0 else "yellow"
                 out.print(f"[bold {colour}]{result.outcome}[/]: {result.explanation}", highlight=False)
                 if result.reachable:
@@ -123,6 +124,20 @@ def run(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> 
         finally:
             store.close()
     raise typer.Exit(result.exit_code)
+
+
+def _print_leaderboard(metric: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title=f"leaderboard (out-of-fold {metric})", title_justify="left")
+    for col in ("#", "family", "score", "seconds"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("setting", overflow="ellipsis", no_wrap=True, max_width=48)
+    for row in rows:
+        score = row.get("score")
+        table.add_row(str(row["rank"]), row["family"], "-" if score is None else f"{score:.4f}",
+                      f"{row.get('seconds') or 0:.1f}", str(row.get("params", ""))[:60])
+    out.print(table)
 
 
 @contextmanager

@@ -66,6 +66,13 @@ class RunResult:
     def exit_code(self) -> int:
         return 0 if self.outcome == "registered" else 1
 
+    def leaderboard(self) -> tuple[str, list[dict[str, Any]]]:
+        """The latest search's leaderboard (selection metric, rows best first), from the goal decision."""
+        for d in reversed(self.decisions):
+            if d.stage == "model" and d.gate == "goal" and "leaderboard" in d.evidence:
+                return d.evidence.get("selection_metric", ""), d.evidence["leaderboard"]
+        return "", []
+
     def reachable_text(self) -> str:
         """What the data can reach, in words (empty when the goal was met)."""
         r = self.reachable
@@ -362,7 +369,9 @@ class _Loop:
         elif cause == "imbalance" and clean_plan.imbalance not in ("oversample", "undersample"):
             change = ("oversample the smallest class in the training rows (data.clean.imbalance: oversample)",
                       replace(plan, clean=clean_plan.model_copy(update={"imbalance": "oversample"})))
-        elif cause == "missing_signal":
+        elif cause in ("missing_signal", "more_data"):
+            # A left-out source brings columns, not rows; for a rising learning curve it is still the
+            # one thing the Data stage can add when every row is already read.
             unused = [s.name for s in self.spec.data.sources[1:]
                       if s.name not in self._sources_used and s.name not in plan.extra_sources]
             if unused:
@@ -432,6 +441,7 @@ class _Loop:
             "family": result.model.family, "cv_score": result.cv_score,
             "holdout": evaluation.to_dict(), "operating_point": result.operating_point,
             "candidates": [c.to_dict() if hasattr(c, "to_dict") else c.__dict__ for c in result.candidates],
+            "leaderboard": result.leaderboard()[:10], "selection_metric": result.selection_metric,
             "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
         }
         ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"

@@ -156,7 +156,7 @@ def _drop_columns(frame: pd.DataFrame, target: str, plan: CleanSpec, assessment:
     kept = {s["column"] for s in getattr(assessment, "leakage_suspects", None) or []} if plan.leakage == "keep" \
         else set()
     unusable = {c: str(why) for c, why in (getattr(assessment, "unusable_columns", None) or {}).items()
-                if c in features and c not in kept}
+                if c in features and c not in kept and not (plan.ids == "keep" and str(why).startswith("id-like"))}
     log.step("unusable", columns=unusable, sentences=[f"dropped column '{c}': {why}" for c, why in unusable.items()])
     features = [c for c in features if c not in unusable]
 

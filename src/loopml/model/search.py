@@ -338,7 +338,7 @@ def search(
 
     planned = _run_trials(runner, plan, clock, replay, notes)
     trials = runner.trials
-    if plan.trials is not None and budget_s is not None and time.perf_counter() - started > budget_s:
+    if plan.trials is not None and replay is None and budget_s is not None and time.perf_counter() - started > budget_s:
         notes.append(f"the {len(trials)} trials of the plan took {time.perf_counter() - started:.0f}s, over the "
                      f"{budget_s:g}s time budget: a budget in trials is kept in full so the model is reproducible")
 
