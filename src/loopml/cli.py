@@ -132,7 +132,7 @@ def _print_leaderboard(metric: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"leaderboard (out-of-fold {metric})", title_justify="left")
     for col in ("#", "family", "score", "seconds"):
         table.add_column(col, no_wrap=True)
-    table.add_column("setting", overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column("setting", overflow="ellipsis", no_wrap=True, max_width=32)
     for row in rows:
         score = row.get("score")
         table.add_row(str(row["rank"]), row["family"], "-" if score is None else f"{score:.4f}",

@@ -433,7 +433,8 @@ class _Loop:
         self.progress("model", f"searching ({plan.search.describe()})")
         started = time.monotonic()
         result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
-                        plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0), clean=plan.clean)
+                        plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0),
+                        progress=self._trial_progress, clean=plan.clean)
         self.progress("model", "evaluating on the locked holdout")
         evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed)
         evidence = {
@@ -442,6 +443,7 @@ class _Loop:
             "holdout": evaluation.to_dict(), "operating_point": result.operating_point,
             "candidates": [c.to_dict() if hasattr(c, "to_dict") else c.__dict__ for c in result.candidates],
             "leaderboard": result.leaderboard()[:10], "selection_metric": result.selection_metric,
+            "trials": result.trials, "notes": result.notes,
             "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
         }
         ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"
@@ -473,6 +475,11 @@ class _Loop:
                      f"goal {b.goal.describe()} missed: {measured}; {diagnosis.explanation}",
                      {**evidence, "diagnosis": diag})
         return {"met": False, "diagnosis": diag}
+
+    def _trial_progress(self, trials_done: int, best: float | None, seconds_left: float | None) -> None:
+        left = f", {seconds_left:.0f}s left" if seconds_left is not None else ""
+        best_text = f", best {best:.4f}" if best is not None else ""
+        self.progress("model", f"{trials_done} trials{best_text}{left}")
 
     def _earlier_goal_miss(self, key: str) -> dict[str, Any] | None:
         for d in reversed(self.store.decisions(self.project)):
