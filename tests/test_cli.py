@@ -131,3 +131,10 @@ def test_rollback_without_history_exits_2(project_dir):
     done = loopml("models", "rollback", cwd=project_dir)
     assert done.returncode == 2
     assert "has no earlier champion to roll back to" in done.stderr
+
+
+def test_replay_of_an_unknown_run_exits_2(project_dir):
+    done = loopml("run", "--replay", "42", cwd=project_dir)
+    assert done.returncode == 2
+    assert "run 42 of project 'benefits-test' has no recorded search to replay" in done.stderr
+    assert "none yet (run `loopml run` first)" in done.stderr

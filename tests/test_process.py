@@ -118,3 +118,22 @@ def test_latency_constraint_blocks_deployment(project_dir):
     assert (result.outcome, result.exit_code) == ("not_deployable", 1)
     assert "exceeds the constraint predict_p99_ms" in result.decisions[-1].summary
     assert store.alias("benefits-test", "champion") is None
+
+
+def test_replay_rebuilds_the_identical_model_from_a_time_budgeted_run(project_dir):
+    write_spec(project_dir, model={"budget": "20s", "seed": 0, "folds": 3})
+    first, store = _run(project_dir)
+    assert first.outcome == "registered"
+    spec = load_spec(project_dir)
+    again = run_project(spec, store, replay_run=first.run_id)
+    assert again.model_version.version == 2
+    assert again.model_version.artifact_sha256 == first.model_version.artifact_sha256
+
+
+def test_replay_of_a_run_without_a_search_names_the_runs_that_have_one(project_dir):
+    from loopml.errors import NotFoundError
+
+    first, store = _run(project_dir)
+    with pytest.raises(NotFoundError, match=f"run 99 of project 'benefits-test' has no recorded search to replay; "
+                                            f"runs with one: {first.run_id}"):
+        run_project(load_spec(project_dir), store, replay_run=99)

@@ -102,7 +102,12 @@ def init(
 
 
 @app.command()
-def run(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> None:
+def run(
+    spec: SpecOption = Path("loopml.yaml"),
+    as_json: JsonOption = False,
+    replay: Annotated[int | None, typer.Option(help="Rebuild run RUN's model from its recorded trials.",
+                                               metavar="RUN")] = None,
+) -> None:
     """Run the loop: business goal → data → model → register → champion, going back when a gate fails."""
     from loopml.process import run_project
 
@@ -110,11 +115,11 @@ def run(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> 
         project_spec, store = _load(spec)
         try:
             if as_json:
-                result = run_project(project_spec, store)
+                result = run_project(project_spec, store, replay_run=replay)
                 _emit_json(result.to_dict())
             else:
                 with _progress() as progress:
-                    result = run_project(project_spec, store, progress=progress)
+                    result = run_project(project_spec, store, progress=progress, replay_run=replay)
                 out.print(decisions_table(result.decisions, title=f"{project_spec.project}: run {result.run_id}"))
                 _print_leaderboard(*result.leaderboard())
                 colour = "green" if result.exit_code == 0 else "yellow"

@@ -38,7 +38,7 @@ from loopml.data import (
 )
 from loopml.data.sources import open_source
 from loopml.decisions import Decision
-from loopml.errors import ModelError
+from loopml.errors import ModelError, NotFoundError
 from loopml.maintenance import compare_on_recent, labeled_frame, split_older_recent
 from loopml.model import SearchPlan, TrainedModel, diagnose, evaluate, predict_latency_ms, search, split_holdout
 from loopml.spec import CleanSpec, ProjectSpec, spec_hash
@@ -108,9 +108,27 @@ class _Plan:
     extra_sources: tuple[str, ...] = ()
 
 
-def run_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None) -> RunResult:
-    """Run the loop for ``spec`` until the goal is met or nothing left can help."""
-    return _Loop(spec, store, progress or (lambda stage, message: None)).run()
+def run_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None,
+                replay_run: int | None = None) -> RunResult:
+    """Run the loop for ``spec`` until the goal is met or nothing left can help.
+
+    ``replay_run`` rebuilds the model of an earlier run from its recorded trial sequence, without
+    timing: the same data and spec give the identical model even when that run had a time budget.
+    """
+    loop = _Loop(spec, store, progress or (lambda stage, message: None))
+    if replay_run is not None:
+        loop.replay = _recorded_trials(store, spec.project, replay_run)
+    return loop.run()
+
+
+def _recorded_trials(store: Store, project: str, run_id: int) -> list[dict[str, Any]]:
+    for d in reversed(store.decisions(project, run_id=run_id)):
+        if d.stage == "model" and d.gate == "goal" and d.evidence.get("trials"):
+            return d.evidence["trials"]
+    searched = sorted({d.run_id for d in store.decisions(project)
+                       if d.stage == "model" and d.gate == "goal" and d.evidence.get("trials")})
+    raise NotFoundError(f"run {run_id} of project '{project}' has no recorded search to replay; runs with one: "
+                        f"{', '.join(map(str, searched)) or 'none yet (run `loopml run` first)'}")
 
 
 def _digest(payload: Any) -> str:
@@ -163,6 +181,7 @@ class _Loop:
         self.run_id = 0
         self.spec_sha = spec_hash(spec)
         self.deadline = time.monotonic() + spec.model.budget
+        self.replay: list[dict[str, Any]] | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -414,14 +433,14 @@ class _Loop:
         key = _digest({"data": snapshot.data_hash, "business": b.model_dump(mode="json", by_alias=True),
                        "loopml": _packages()["loopml"], "clean": plan.clean.model_dump(),
                        "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe()})
-        registered = self.store.find_model(self.project, key)
+        registered = self.store.find_model(self.project, key) if self.replay is None else None
         if registered is not None:
             self._decide("model", "goal", "pass", "reuse", "operations",
                          f"data, goal and search unchanged: reusing model version {registered.version} "
                          f"({b.goal.metric} {registered.metrics['holdout']['value']:.3f} on the holdout)",
                          {"model_version": registered.version, "input_key": key})
             return {"met": True, "model_version": registered}
-        earlier = self._earlier_goal_miss(key)
+        earlier = self._earlier_goal_miss(key) if self.replay is None else None
         if earlier is not None:
             self._decide("model", "goal", "fail", "reuse", earlier["diagnosis"]["next_stage"],
                          f"data, goal and search unchanged since decision {earlier['decision_id']}: "
@@ -434,7 +453,7 @@ class _Loop:
         started = time.monotonic()
         result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
                         plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0),
-                        progress=self._trial_progress, clean=plan.clean)
+                        progress=self._trial_progress, replay=self.replay, clean=plan.clean)
         self.progress("model", "evaluating on the locked holdout")
         evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed)
         evidence = {
