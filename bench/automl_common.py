@@ -38,18 +38,6 @@ def load_split(bench_dir: Path, suite: str, name: str):
     return meta, X_tr, X_te, y_tr, y_te, split, score
 
 
-def score_holdout(score, meta: dict, y_test, *, p_pos=None, proba=None, classes=None, pred=None,
-                  positive=None) -> dict:
-    """score.py's metrics of one holdout prediction: binary P(positive), multiclass n×k over sorted
-    ``classes``, or regression values."""
-    task = meta["task"]
-    if task == "binary":
-        return score.score_binary(y_test, p_pos, positive)
-    if task == "multiclass":
-        return score.score_multiclass(y_test, proba, classes)
-    return score.score_regression(y_test, pred)
-
-
 def emit(result: dict) -> None:
     """Print the one result line the parent reads."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
