@@ -6,8 +6,9 @@ Run by ``bench/automl.py`` in FLAML's own venv (``bench/.venv-flaml``), one proc
 
 Fits ``AutoML(time_budget=BUDGET_S, metric=..., task=..., seed=0, n_jobs=2, verbose=0)`` and prints one
 ``AUTOML_RESULT {json}`` line: the holdout scores (``score.py``'s definitions), the seconds ``fit`` took
-and the learner FLAML chose. Input as FLAML expects it: classification targets as strings, and pandas'
-string columns as ``object`` (FLAML encodes ``object``/``category`` columns as categorical).
+and the learner FLAML chose with its hyperparameters (``best_config``). Input as FLAML expects it:
+classification targets as strings, and pandas' string columns as ``object`` (FLAML encodes
+``object``/``category`` columns as categorical).
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ def main(bench_dir: str, suite: str, name: str, budget: str) -> None:
         "tool": "flaml", "dataset": name, "task": task, "metric": meta["metric"],
         "score": scores[meta["metric"]], "scores": scores,
         "fit_s": round(fit_s, 2), "total_s": round(time.perf_counter() - started, 2),
-        "model": automl.best_estimator, "trials": len(automl.config_history), "version": flaml.__version__,
+        "model": automl.best_estimator, "config": _plain(automl.best_config),
+        "trials": len(automl.config_history), "version": flaml.__version__,
     })
+
+
+def _plain(config: dict) -> dict:
+    """FLAML's chosen hyperparameters as JSON values (numpy scalars become Python numbers)."""
+    return {k: v.item() if hasattr(v, "item") else v for k, v in (config or {}).items()}
 
 
 if __name__ == "__main__":

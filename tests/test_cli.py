@@ -5,9 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
-
 from conftest import write_spec
 
 
@@ -112,7 +110,7 @@ def test_models_promote_and_rollback_are_audited(project_dir):
     assert [(v["version"], v["aliases"]) for v in listed] == [(1, []), (2, ["champion"])]
     back = loopml("models", "rollback", "--reason", "v2 misbehaves", cwd=project_dir)
     assert back.returncode == 0 and "champion: v2 → v1" in back.stdout
-    forward = loopml("models", "promote", "2", cwd=project_dir)
+    forward = loopml("models", "promote", "2", "--reason", "v2 fixed", cwd=project_dir)
     assert forward.returncode == 0 and "champion: v1 → v2" in forward.stdout
     decisions = json.loads(loopml("status", "--json", cwd=project_dir).stdout)["decisions"]
     assert [d["action"] for d in decisions[-2:]] == ["rollback", "promote"]
@@ -121,14 +119,14 @@ def test_models_promote_and_rollback_are_audited(project_dir):
 
 def test_promote_an_unknown_version_exits_2(project_dir):
     loopml("run", cwd=project_dir)
-    done = loopml("models", "promote", "9", cwd=project_dir)
+    done = loopml("models", "promote", "9", "--reason", "try", cwd=project_dir)
     assert done.returncode == 2
     assert "has no model version 9; known versions: 1" in done.stderr
 
 
 def test_rollback_without_history_exits_2(project_dir):
     loopml("run", cwd=project_dir)
-    done = loopml("models", "rollback", cwd=project_dir)
+    done = loopml("models", "rollback", "--reason", "try", cwd=project_dir)
     assert done.returncode == 2
     assert "has no earlier champion to roll back to" in done.stderr
 

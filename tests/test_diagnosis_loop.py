@@ -1,8 +1,12 @@
 """Datasets with a known cause of failure: the diagnosis names it and the loop takes the matching way back."""
 
+import numpy as np
 import pandas as pd
+import pytest
 import yaml
+from sklearn.datasets import load_breast_cancer, load_diabetes
 
+from loopml.errors import SpecError
 from loopml.process import run_project
 from loopml.spec import load_spec
 from loopml.store import Store
@@ -53,3 +57,55 @@ def test_signal_held_in_a_left_out_source_is_joined_when_the_goal_needs_it(tmp_p
     assert back.evidence["extra_sources"] == ["records"]
     assert result.outcome == "registered"
     assert result.model_version.lineage["sources_used"] == ["survey", "records"]
+
+
+def _flipped_scans(folder, share=0.15):
+    """The breast-cancer scans (real, learnable) with ``share`` of their diagnoses flipped."""
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["target"] = frame["target"].map({0: "malignant", 1: "benign"})
+    flip = np.random.default_rng(0).choice(len(frame), int(share * len(frame)), replace=False)
+    frame.loc[flip, "target"] = frame.loc[flip, "target"].map({"malignant": "benign", "benign": "malignant"})
+    frame.to_csv(folder / "scans.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("noisy")
+    _flipped_scans(folder)
+    return _run(folder, {
+        "project": "noisy", "business": {"problem": "x", "task": "binary", "target": "target",
+                                         "positive": "malignant", "goal": {"metric": "accuracy", "at_least": 0.95}},
+        "data": {"sources": [{"name": "scans", "path": "scans.csv"}]}, "model": {"trials": 4, "folds": 3}})
+
+
+def test_flipped_labels_send_the_loop_back_to_drop_them_from_the_training_rows(noisy_run):
+    first, second = [d for d in noisy_run.decisions if d.stage == "model" and d.gate == "goal"][:2]
+    assert first.evidence["diagnosis"]["cause"] == "label_noise" and first.evidence["label_issues"]["dropped"] == 0
+    back = next(d for d in noisy_run.decisions if d.stage == "data" and d.gate == "label_noise")
+    assert (back.action, back.evidence["clean"]["label_noise"]) == ("change_plan", "drop")
+    assert back.summary == ("going back to Data to drop rows whose labels are likely wrong "
+                            "(data.clean.label_noise: drop)")
+    dropped = second.evidence["label_issues"]["dropped"]
+    assert dropped > 0.5 * 0.15 * second.evidence["train_rows"]  # most of the flipped training rows
+    notes = " ".join(second.evidence["notes"])
+    assert f"dropped {dropped:,} of {second.evidence['train_rows']:,} training rows whose label" in notes
+    assert second.evidence["holdout_rows"] == first.evidence["holdout_rows"]  # the locked holdout keeps every row
+
+
+def test_labels_still_wrong_in_the_holdout_after_the_drop_are_sent_to_the_source(noisy_run):
+    # Accuracy 0.95 is out of reach while the holdout keeps its flipped labels: the loop says where to fix them.
+    stop = [d for d in noisy_run.decisions if d.stage == "data" and d.gate == "label_noise"][-1]
+    assert (noisy_run.outcome, stop.action) == ("goal_not_met", "stop")
+    assert "already dropped from the training rows (data.clean.label_noise: drop); fix the labels at the source" \
+        in stop.summary
+
+
+def test_label_noise_drop_on_a_regression_task_is_refused(tmp_path):
+    load_diabetes(as_frame=True).frame.to_csv(tmp_path / "diabetes.csv", index=False)
+    with pytest.raises(SpecError, match=r"data\.clean\.label_noise: 'drop' needs a classification task \(binary or "
+                                        r"multiclass\); a regression target has no label to be wrong"):
+        _run(tmp_path, {
+            "project": "progression", "business": {"problem": "x", "task": "regression", "target": "target",
+                                                   "goal": {"metric": "r2", "at_least": 0.4}},
+            "data": {"sources": [{"name": "visits", "path": "diabetes.csv"}], "clean": {"label_noise": "drop"}},
+            "model": {"trials": 2, "folds": 3}})

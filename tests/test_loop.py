@@ -10,7 +10,6 @@ import time
 import httpx
 import pandas as pd
 import pytest
-
 from conftest import write_spec
 
 
@@ -62,7 +61,7 @@ def test_serve_answers_and_maintain_reads_the_feedback(server, benefits_csv):
         assert {p["prediction"] for p in predictions} <= {"yes", "no"}
         bad = client.post("/predict", json={"row": {**rows[0], "age": "forty"}})
         assert bad.status_code == 422 and bad.json()["detail"][0]["column"] == "age"
-        for p, label in zip(predictions, fresh["ui"]):
+        for p, label in zip(predictions, fresh["ui"], strict=True):
             assert client.post("/feedback", json={"prediction_id": p["id"], "label": label}).status_code == 200
     done = subprocess.run([sys.executable, "-m", "loopml", "maintain", "--json"], cwd=project_dir,
                           capture_output=True, text=True, timeout=600)

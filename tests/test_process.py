@@ -2,12 +2,11 @@
 
 import pytest
 import yaml
+from conftest import write_spec
 
 from loopml.process import run_project
 from loopml.spec import load_spec
 from loopml.store import Store
-
-from conftest import write_spec
 
 
 def _run(folder):
@@ -36,7 +35,8 @@ def test_met_goal_registers_a_champion_with_a_decision_per_gate(project_dir):
 def test_every_decision_carries_numbers(project_dir):
     result, _ = _run(project_dir)
     goal = next(d for d in result.decisions if d.gate == "goal")
-    assert goal.evidence["holdout"]["ci_low"] <= goal.evidence["holdout"]["value"] <= goal.evidence["holdout"]["ci_high"]
+    holdout = goal.evidence["holdout"]
+    assert holdout["ci_low"] <= holdout["value"] <= holdout["ci_high"]
     assert goal.evidence["holdout_rows"] == 400 and goal.evidence["train_rows"] == 1600
 
 

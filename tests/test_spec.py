@@ -4,11 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import write_spec
 
 from loopml.errors import SpecError
 from loopml.spec import load_spec, parse_duration, spec_hash
-
-from conftest import write_spec
 
 
 def _edit(project_dir: Path, change) -> Path:
@@ -135,7 +134,8 @@ def test_budget_durations(text, seconds):
 
 def test_bad_budget_is_explained(project_dir):
     path = _edit(project_dir, lambda d: d["model"].update(budget="soon"))
-    with pytest.raises(SpecError, match=r"model\.budget: expected a duration such as 90, '90s', '5m' or '1h', found 'soon'"):
+    with pytest.raises(SpecError,
+                       match=r"model\.budget: expected a duration such as 90, '90s', '5m' or '1h', found 'soon'"):
         load_spec(path)
 
 
@@ -146,3 +146,23 @@ def test_spec_hash_ignores_formatting(project_dir, tmp_path):
     assert spec_hash(load_spec(project_dir)) == spec_hash(a)
     write_spec(project_dir, model={"budget": 60, "seed": 1})
     assert spec_hash(load_spec(project_dir)) != spec_hash(a)
+
+
+def test_goal_gate_on_a_wrong_value_lists_the_allowed_ones(project_dir):
+    path = _edit(project_dir, lambda d: d["business"]["goal"].update(gate_on="lower_bound"))
+    with pytest.raises(SpecError,
+                       match=r"business\.goal\.gate_on: found 'lower_bound'; allowed: 'point' or 'ci_bound'"):
+        load_spec(path)
+
+
+def test_goal_gated_on_the_confidence_bound_says_so(project_dir):
+    assert load_spec(project_dir).business.goal.gate_on == "point"
+    spec = load_spec(_edit(project_dir, lambda d: d["business"]["goal"].update(gate_on="ci_bound")))
+    assert spec.business.goal.describe() == "recall >= 0.6 (on the lower 95% bound) with precision >= 0.72"
+
+
+def test_label_noise_cleaning_is_keep_or_drop(project_dir):
+    assert load_spec(project_dir).data.clean.label_noise == "keep"
+    path = _edit(project_dir, lambda d: d["data"].update(clean={"label_noise": "relabel"}))
+    with pytest.raises(SpecError, match=r"data\.clean\.label_noise: found 'relabel'; allowed: 'keep' or 'drop'"):
+        load_spec(path)

@@ -1,6 +1,7 @@
 """The ``loopml`` command line: thin — it parses, calls the process, renders.
 
-Exit codes: 0 ok, 1 goal not met (or breached and not recovered), 2 bad input, 3 internal error.
+Exit codes: 0 ok, 1 goal not met (or breached and not recovered), 2 bad input, 3 internal error;
+`loopml maintain` adds 4 (another pass holds the lock) and 5 (a challenger awaits a human's promotion).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loopml.decisions import decisions_table
-from loopml.errors import LoopmlError, NotFoundError, SpecError
+from loopml.errors import LoopmlError, SpecError
 
 app = typer.Typer(
     name="loopml",
@@ -52,7 +54,8 @@ def _errors() -> Iterator[None]:
     except typer.Exit:
         raise
     except LoopmlError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        # escape: a message may hold brackets (pip extras, lists) that rich would read as markup
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -68,6 +71,17 @@ def _load(spec_path: Path, *, check_data: bool = True):
 
     spec = load_spec(spec_path, check_data=check_data)
     return spec, Store.open(spec.root)
+
+
+@contextmanager
+def _opened(spec_path: Path) -> Iterator[tuple[Any, Any]]:
+    """The spec (its data not read) and its store, closed after; errors reported as by :func:`_errors`."""
+    with _errors():
+        spec, store = _load(spec_path, check_data=False)
+        try:
+            yield spec, store
+        finally:
+            store.close()
 
 
 def _emit_json(payload: Any) -> None:
@@ -200,28 +214,24 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Where the loop stands: the champion, the latest runs and the latest decisions."""
-    with _errors():
-        project_spec, store = _load(spec, check_data=False)
-        try:
-            project = project_spec.project
-            champion = store.alias(project, "champion")
-            runs = store.runs(project, limit=5)
-            decisions = store.decisions(project, limit=limit)
-            if as_json:
-                _emit_json({"project": project, "champion": champion.version if champion else None,
-                            "runs": runs, "decisions": [d.to_dict() for d in decisions]})
-                return
-            where = (f"champion: version {champion.version} ({champion.family}, "
-                     f"{project_spec.business.goal.metric} {champion.metrics['holdout']['value']:.3f} on holdout)"
-                     if champion else "no champion yet: run `loopml run`")
-            out.print(f"[bold]{project}[/] — goal {project_spec.business.goal.describe()}; {where}", highlight=False)
-            if runs:
-                last = runs[0]
-                out.print(f"last run {last['id']} ({last['kind']}): {last['status']} — {last['outcome'] or ''}",
-                          highlight=False)
-            out.print(decisions_table(decisions, title=f"latest {len(decisions)} decisions"))
-        finally:
-            store.close()
+    with _opened(spec) as (project_spec, store):
+        project = project_spec.project
+        champion = store.alias(project, "champion")
+        runs = store.runs(project, limit=5)
+        decisions = store.decisions(project, limit=limit)
+        if as_json:
+            _emit_json({"project": project, "champion": champion.version if champion else None,
+                        "runs": runs, "decisions": [d.to_dict() for d in decisions]})
+            return
+        where = (f"champion: version {champion.version} ({champion.family}, "
+                 f"{project_spec.business.goal.metric} {champion.metrics['holdout']['value']:.3f} on holdout)"
+                 if champion else "no champion yet: run `loopml run`")
+        out.print(f"[bold]{project}[/] — goal {project_spec.business.goal.describe()}; {where}", highlight=False)
+        if runs:
+            last = runs[0]
+            out.print(f"last run {last['id']} ({last['kind']}): {last['status']} — {last['outcome'] or ''}",
+                      highlight=False)
+        out.print(decisions_table(decisions, title=f"latest {len(decisions)} decisions"))
 
 
 @app.command()
@@ -229,113 +239,400 @@ def serve(
     spec: SpecOption = Path("loopml.yaml"),
     host: Annotated[str | None, typer.Option(help="Address to listen on (default from the spec: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from the spec).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port (each loads the model).")] = 1,
+    reload_interval: Annotated[float, typer.Option(
+        min=0, help="Seconds between checks that the champion moved (a new one is swapped in); 0: never.")] = 2.0,
 ) -> None:
-    """Serve the champion over HTTP: POST /predict, POST /feedback, GET /health, GET /ready."""
+    """Serve the champion over HTTP: POST /predict, POST /feedback, GET /health, GET /ready, GET /metrics.
+
+    LOOPML_API_KEY (if set) guards /predict and /feedback; LOOPML_ADMIN_TOKEN enables POST /admin/reload.
+    """
     from loopml.operations import serve as serve_app
 
     with _errors():
         project_spec, store = _load(spec, check_data=False)
         h = host or project_spec.operations.serve.host
         p = port or project_spec.operations.serve.port
-        err.print(f"serving {project_spec.project} on http://{h}:{p} (docs at /docs); Ctrl-C stops")
+        plural = "s" if workers > 1 else ""
+        err.print(f"serving {project_spec.project} on http://{h}:{p} with {workers} worker{plural} "
+                  "(docs at /docs, metrics at /metrics); Ctrl-C stops")
         try:
-            serve_app(store, project_spec.project, host=h, port=p)
+            serve_app(store, project_spec.project, host=h, port=p, workers=workers,
+                      reload_interval_s=reload_interval)
         finally:
             store.close()
 
 
 @app.command()
-def maintain(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> None:
-    """One maintenance pass: check the goal on new labels; when breached, retrain and promote only a better model."""
-    from loopml.process import maintain_project
+def maintain(
+    spec: SpecOption = Path("loopml.yaml"),
+    as_json: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Run a pass every --every until Ctrl-C.")] = False,
+    every: Annotated[str | None, typer.Option(
+        "--every", help="With --watch: the time from one pass to the next, such as 10m (default 10m).")] = None,
+    wait: Annotated[str | None, typer.Option(
+        "--wait", help="How long to wait for another pass's lock, such as 30s or 0 (default maintenance.lock.wait).",
+    )] = None,
+    max_passes: Annotated[int | None, typer.Option("--max-passes", min=1, hidden=True)] = None,
+) -> None:
+    """One maintenance pass: act on alerts and new labels per the policy; retrain; promote only a better model.
 
+    Exit codes (cron-friendly): 0 the goal holds, nothing to do, or a better challenger was promoted;
+    1 an alert the policy only reports, a retrain held back or failed, or a challenger that does not beat
+    the champion; 2 bad input; 3 internal error; 4 another pass held the lock for the whole wait;
+    5 a better challenger awaits a human's `loopml models promote`. With --watch: the last pass's code.
+    """
+    from loopml.maintenance import maintain_project
+    from loopml.maintenance import watch as watch_passes
+    from loopml.spec import duration_or_zero, parse_duration
+
+    result = None
     with _errors():
-        project_spec, store = _load(spec)
+        if every is not None and not watch:
+            raise SpecError(f"--every {every}: the time between passes applies to --watch; add --watch")
         try:
-            if as_json:
-                result = maintain_project(project_spec, store)
-                _emit_json(result.to_dict())
-            else:
-                with _progress() as progress:
-                    result = maintain_project(project_spec, store, progress=progress)
-                out.print(decisions_table(result.decisions, title=f"{project_spec.project}: maintenance"))
-                out.print(f"[bold]{result.outcome}[/]: {result.explanation}", highlight=False)
+            period = parse_duration(every or "10m")
+        except ValueError as exc:
+            raise SpecError(f"--every: {exc}") from None
+        try:
+            lock_wait = None if wait is None else duration_or_zero(wait)
+        except ValueError as exc:
+            raise SpecError(f"--wait: {exc}") from None
+        if watch:
+            result = _watch_maintenance(spec, as_json, period, lock_wait, max_passes, watch_passes)
+        else:
+            # The sources need not answer now: a pass retries one that is down, then alerts.
+            project_spec, store = _load(spec, check_data=False)
+            try:
+                if as_json:
+                    result = maintain_project(project_spec, store, lock_wait_s=lock_wait)
+                    _emit_json(result.to_dict())
+                else:
+                    with _progress() as progress:
+                        result = maintain_project(project_spec, store, progress=progress, lock_wait_s=lock_wait)
+                    _print_maintenance(result, project_spec.project)
+            finally:
+                store.close()
+    raise typer.Exit(result.exit_code if result is not None else 0)
+
+
+def _watch_maintenance(spec: Path, as_json: bool, period: float, lock_wait: float | None, max_passes: int | None,
+                       watch_passes):
+    def on_pass(result, busy) -> None:
+        if as_json:
+            # One line per pass (JSON Lines), so a script can read them as they come.
+            payload = result.to_dict() if result is not None else {"outcome": "lock_busy", "explanation": str(busy)}
+            sys.stdout.write(json.dumps(payload, default=str) + "\n")
+            sys.stdout.flush()
+        elif result is not None:
+            _print_maintenance(result, result.project)
+        else:
+            err.print(f"skipped this pass: {escape(str(busy))}", highlight=False, soft_wrap=True)
+
+    try:
+        return watch_passes(lambda: _load(spec, check_data=False), every_s=period, max_passes=max_passes,
+                            on_pass=on_pass, lock_wait_s=lock_wait)
+    except KeyboardInterrupt:
+        err.print("stopped")
+        return None
+
+
+def _print_maintenance(result, project: str) -> None:
+    out.print(decisions_table(result.decisions, title=f"{project}: maintenance run {result.run_id}"))
+    out.print(f"[bold]{result.outcome}[/] (exit {result.exit_code}): {escape(result.explanation)}", highlight=False,
+              soft_wrap=True)
+
+
+@app.command()
+def history(
+    spec: SpecOption = Path("loopml.yaml"),
+    stage: Annotated[str | None, typer.Option(
+        help="Only this stage: business, data, model, operations or maintenance.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the latest N decisions (after --stage).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every decision of the loop, oldest first, from the first run to the latest promotion, with its evidence."""
+    from loopml.maintenance.audit import history as read_history
+    from loopml.maintenance.audit import history_table, run_kinds
+
+    with _opened(spec) as (project_spec, store):
+        decisions = read_history(store, project_spec.project, stage=stage, limit=limit)
+        kinds = run_kinds(store, project_spec.project, decisions)
+        if as_json:
+            _emit_json({"project": project_spec.project, "stage": stage, "count": len(decisions),
+                        "decisions": [{**d.to_dict(), "run_kind": kinds.get(d.run_id)} for d in decisions]})
+            return
+        if not decisions:
+            out.print(f"no decisions{f' of stage {stage}' if stage else ''} yet: run `loopml run`")
+            return
+        what = f"{stage} decisions" if stage else "decisions"
+        out.print(history_table(decisions, kinds, title=f"{project_spec.project}: {len(decisions)} {what}"))
+
+
+@app.command()
+def monitor(
+    spec: SpecOption = Path("loopml.yaml"),
+    as_json: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Monitor again after each pause until Ctrl-C.")] = False,
+    every: Annotated[str | None, typer.Option(
+        "--every", help="With --watch: the pause between passes, such as 30s or 5m (default 30s).")] = None,
+    max_passes: Annotated[int | None, typer.Option("--max-passes", min=1, hidden=True)] = None,
+) -> None:
+    """Monitor the prediction log in windows: data quality, drift, estimated and labeled performance, latency.
+
+    Each window is computed once; labels that arrive later update its labeled performance. Alerts are
+    stored, posted to operations.monitor.webhook and recorded as a decision for Maintenance.
+    Exit code: 0 no alert raised, 1 at least one alert raised (in any pass of --watch), 2 bad input.
+    """
+    import time
+
+    from loopml.operations.monitor import monitor_project
+    from loopml.spec import parse_duration
+
+    alerted = False
+    with _errors():
+        if every is not None and not watch:
+            raise SpecError(f"--every {every}: the pause applies between the passes of --watch; add --watch")
+        try:
+            pause = parse_duration(every or "30s")
+        except ValueError as exc:
+            raise SpecError(f"--every: {exc}") from None
+        project_spec, store = _load(spec, check_data=False)
+        passes = 0
+        try:
+            while True:
+                result = monitor_project(project_spec, store)
+                alerted = alerted or bool(result.alerts)
+                passes += 1
+                if as_json:
+                    # --watch prints one line per pass (JSON Lines), so a script can read them as they come.
+                    sys.stdout.write(json.dumps(result.to_dict(), default=str, indent=None if watch else 2) + "\n")
+                    sys.stdout.flush()
+                else:
+                    _print_monitor(result, project_spec.project)
+                if not watch or (max_passes is not None and passes >= max_passes):
+                    break
+                time.sleep(pause)
+        except KeyboardInterrupt:
+            if not watch:
+                raise
+            err.print(f"stopped after {passes} pass(es)")
         finally:
             store.close()
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(1 if alerted else 0)
+
+
+def _print_monitor(result, project: str) -> None:
+    table = Table(title=f"{project}: monitoring", title_justify="left")
+    for name in ("window", "seqs", "rows", "drifted (ranked)", "quality", "estimated", "labeled", "p99 ms", "alerts"):
+        table.add_column(name, overflow="fold")
+    kinds: dict[int | None, list[str]] = {}
+    for a in result.alerts:
+        kinds.setdefault(a.window_id, []).append(a.kind)
+    for w in [*result.windows, *result.relabeled]:
+        m = w.metrics
+        drifted = ((m.get("drift") or {}).get("drifted")) or []
+        breaches = ((m.get("quality") or {}).get("breaches")) or []
+        estimated = ((m.get("performance") or {}).get("estimated")) or {}
+        table.add_row(str(w.id) + (" (labels)" if w in result.relabeled else ""), f"{w.first_seq}–{w.last_seq}",
+                      str(w.rows), ", ".join(drifted[:3]) + (" …" if len(drifted) > 3 else "") or "-",
+                      f"{len(breaches)} over limit" if breaches else "ok" if m.get("quality") else "-",
+                      _estimate_text(estimated), _estimate_text(w.labeled or {}),
+                      _number((m.get("latency") or {}).get("p99_ms")), ", ".join(kinds.get(w.id, [])) or "-")
+    if result.windows or result.relabeled:
+        out.print(table)
+    for a in result.alerts:
+        out.print(f"[bold red]alert[/] {a.kind}: {escape(a.summary)}", highlight=False, soft_wrap=True)
+    for w in [*result.windows, *result.relabeled]:
+        for note in w.notes:
+            out.print(f"[dim]window {w.id}:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        out.print(escape(note), highlight=False, soft_wrap=True)
+    computed = sum(1 for w in result.windows if w.rows)
+    verdict = f"{len(result.alerts)} alert(s)" if result.alerts else "no alert"
+    out.print(f"[bold]{computed} new window(s), {len(result.relabeled)} with new labels: {verdict}[/]",
+              highlight=False)
+
+
+def _estimate_text(d: dict[str, Any]) -> str:
+    """``0.842 (0.80–0.88)``, or ``-`` when the window has no value."""
+    if d.get("value") is None:
+        return "-"
+    return f"{d['value']:.3f} ({d['ci_low']:.3f}–{d['ci_high']:.3f})"
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the audit log (required).")]
+ActorOption = Annotated[str | None, typer.Option("--actor", help="Who makes the change (default: your user name).")]
 
 
 @models_app.command("list")
 def models_list(spec: SpecOption = Path("loopml.yaml"), as_json: JsonOption = False) -> None:
-    """Every registered version with its metrics, aliases and lineage."""
-    with _errors():
-        project_spec, store = _load(spec, check_data=False)
-        try:
-            versions = store.model_versions(project_spec.project)
-            if as_json:
-                _emit_json([{"version": v.version, "family": v.family, "aliases": list(v.aliases),
-                             "metrics": v.metrics, "created_at": v.created_at, "sha256": v.artifact_sha256,
-                             "lineage": v.lineage} for v in versions])
-                return
-            metric = project_spec.business.goal.metric
-            table = Table(title=f"{project_spec.project}: model versions")
-            for col in ("version", "aliases", "family", f"{metric} (holdout)", "created", "sha256"):
-                table.add_column(col)
-            for v in versions:
-                table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.family,
-                              f"{v.metrics['holdout']['value']:.3f}", f"{v.created_at:%Y-%m-%d %H:%M}",
-                              v.artifact_sha256[:12])
-            out.print(table if versions else "no model versions yet: run `loopml run`")
-        finally:
-            store.close()
+    """Every registered version with its status, aliases and holdout metric."""
+    from loopml.operations.registry import list_versions
+
+    with _opened(spec) as (project_spec, store):
+        versions = list_versions(store, project_spec.project)
+        if as_json:
+            _emit_json([v.to_dict() for v in versions])
+            return
+        metric = project_spec.business.goal.metric
+        table = Table(title=f"{project_spec.project}: model versions")
+        for col in ("version", "status", "aliases", "family", f"{metric} (holdout, 95% CI)", "created", "sha256"):
+            table.add_column(col)
+        for v in versions:
+            table.add_row(str(v.version), v.status, ", ".join(v.aliases) or "-", v.family, _with_ci(v.holdout),
+                          f"{v.created_at:%Y-%m-%d %H:%M}", v.sha256[:12])
+        out.print(table if versions else "no model versions yet: run `loopml run`")
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[int, typer.Argument(help="The version to show.")],
+    spec: SpecOption = Path("loopml.yaml"),
+    as_json: JsonOption = False,
+) -> None:
+    """One version: metrics with CI, operating point, aliases, lineage, artifact hash and who registered it."""
+    from loopml.operations.registry import show_version
+
+    with _opened(spec) as (project_spec, store):
+        detail = show_version(store, project_spec.project, version)
+        if as_json:
+            _emit_json(detail.to_dict())
+        else:
+            out.print(_version_table(detail))
 
 
 @models_app.command("promote")
 def models_promote(
     version: Annotated[int, typer.Argument(help="The version to make champion.")],
+    reason: ReasonOption,
     spec: SpecOption = Path("loopml.yaml"),
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "promoted by hand",
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Make VERSION the champion (recorded as a decision with who and why)."""
-    with _errors():
-        project_spec, store = _load(spec, check_data=False)
-        try:
-            _move_champion(store, project_spec.project, store.model_version(project_spec.project, version).version,
-                           "promote", reason)
-        finally:
-            store.close()
+    from loopml.operations.registry import promote
+
+    with _opened(spec) as (project_spec, store):
+        _print_change(promote(store, project_spec.project, version, reason=reason, actor=actor), as_json)
 
 
 @models_app.command("rollback")
 def models_rollback(
+    reason: ReasonOption,
     spec: SpecOption = Path("loopml.yaml"),
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "rolled back by hand",
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Return the champion alias to the version it pointed at before its latest change."""
-    with _errors():
-        project_spec, store = _load(spec, check_data=False)
-        try:
-            previous = store.previous_alias_target(project_spec.project, "champion")
-            if previous is None:
-                raise NotFoundError(f"project '{project_spec.project}' has no earlier champion to roll back to")
-            _move_champion(store, project_spec.project, previous.version, "rollback", reason)
-        finally:
-            store.close()
+    """Return the champion to the version it pointed at before its latest change."""
+    from loopml.operations.registry import rollback
+
+    with _opened(spec) as (project_spec, store):
+        _print_change(rollback(store, project_spec.project, reason=reason, actor=actor), as_json)
 
 
-def _move_champion(store, project: str, version: int, action: str, reason: str) -> None:
-    import getpass
+@models_app.command("archive")
+def models_archive(
+    version: Annotated[int, typer.Argument(help="The version to retire; it can never be promoted again.")],
+    reason: ReasonOption,
+    spec: SpecOption = Path("loopml.yaml"),
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Archive VERSION: it stays listed with its lineage but cannot be promoted (not the champion)."""
+    from loopml.operations.registry import archive
 
-    from loopml.decisions import Decision
+    with _opened(spec) as (project_spec, store):
+        _print_change(archive(store, project_spec.project, version, reason=reason, actor=actor), as_json)
 
-    current = store.alias(project, "champion")
-    actor = getpass.getuser()
-    decision = Decision(stage="operations", gate="registry", verdict="info", action=action, next_stage=None,
-                        summary=f"champion: v{current.version if current else '-'} → v{version} by {actor}: {reason}",
-                        evidence={"from": current.version if current else None, "to": version, "reason": reason},
-                        actor=actor)
-    store.set_alias(project, "champion", version, actor=actor, reason=reason, decision=decision)
-    out.print(decision.summary, highlight=False)
+
+@models_app.command("export")
+def models_export(
+    version: Annotated[int, typer.Argument(help="The version to export.")],
+    mlflow: Annotated[str, typer.Option("--mlflow", metavar="URI",
+                                        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or file:///path/mlruns.")],
+    spec: SpecOption = Path("loopml.yaml"),
+    artifact_location: Annotated[str | None, typer.Option(
+        help="Where a new MLflow experiment keeps its files (default: beside a SQLite tracking database).")] = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export VERSION to MLflow as a pyfunc model whose predict calls loopml (needs `pip install 'loopml[mlflow]'`)."""
+    from loopml.operations.registry import export_mlflow
+
+    with _opened(spec) as (project_spec, store):
+        done = export_mlflow(store, project_spec.project, version, mlflow, actor=actor,
+                             artifact_location=artifact_location)
+        if as_json:
+            _emit_json(done.to_dict())
+            return
+        out.print(f"v{version} exported to MLflow at {done.tracking_uri}: {done.model_uri} (run {done.run_id})",
+                  highlight=False)
+        if done.registered_name:
+            out.print(f"registered as '{done.registered_name}' version {done.registered_version}", highlight=False)
+        elif done.note:
+            out.print(done.note, highlight=False)
+        out.print(f"load it with mlflow.pyfunc.load_model('{done.artifact_uri}')", highlight=False)
+
+
+def _print_change(change, as_json: bool) -> None:
+    if as_json:
+        _emit_json(change.to_dict())
+    else:
+        out.print(change.summary, highlight=False)
+
+
+def _with_ci(holdout: dict[str, Any]) -> str:
+    value, low, high = holdout.get("value"), holdout.get("ci_low"), holdout.get("ci_high")
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None and high is not None else "")
+
+
+def _version_table(d) -> Table:
+    lin, art = d.lineage, d.artifact
+    table = Table(title=f"{d.project}: model version {d.version}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    registered = d.registered_by
+    rows = [
+        ("family", d.family),
+        ("status", d.status + (f"; aliases: {', '.join(d.aliases)}" if d.aliases else "")),
+        (f"{d.holdout.get('metric') or 'goal metric'} (holdout)",
+         _with_ci(d.holdout) + (f" on {d.holdout['rows']:,} rows" if d.holdout.get("rows") else "")),
+        ("operating point", ", ".join(f"{k}={_short(v)}" for k, v in d.operating_point.items()) or "-"),
+        ("data snapshot", f"{lin['snapshot_id']} (data hash {(lin.get('data_hash') or '-')[:16]})"),
+        ("sources", ", ".join(f"{k} ({str(v)[:12]})" for k, v in (lin.get("sources") or {}).items()) or "-"),
+        ("spec hash", lin.get("spec_hash") or "-"),
+        ("rows", f"train {lin.get('train_rows') or '-'}, holdout {lin.get('holdout_rows') or '-'}"),
+        ("code", f"loopml {lin.get('loopml') or '-'}, git commit "
+                 f"{lin.get('git_commit') or '- (not a git repository)'}"),
+        ("python", f"{lin.get('python') or '-'}; " + ", ".join(f"{k} {v}" for k, v in lin["packages"].items())),
+        ("artifact", f"{art['path']} ({art['size']:,} bytes)" if art.get("size") is not None else art["path"]),
+        ("sha256", art["sha256"]),
+        ("registered by", f"decision {registered.id} (run {registered.run_id}): {registered.summary}"
+         if registered else f"run {d.run_id}" if d.run_id else "-"),
+        ("created", f"{d.created_at:%Y-%m-%d %H:%M:%S %Z}"),
+    ]
+    rows += [(f"{h['at']:%Y-%m-%d %H:%M}", _history_line(h)) for h in d.history]
+    for field_name, value in rows:
+        table.add_row(field_name, str(value))
+    return table
+
+
+def _history_line(h: dict[str, Any]) -> str:
+    if h["event"] == "alias":
+        before = f" (from v{h['previous_version']})" if h.get("previous_version") else ""
+        return f"became {h['alias']}{before} by {h['actor']}: {h['reason']}"
+    return f"{h['event']} by {h['actor']}" + (f": {h['reason']}" if h.get("reason") else "")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

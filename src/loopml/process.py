@@ -23,8 +23,6 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata as _pkg
 from typing import Any, Literal
 
-import pandas as pd
-
 from loopml.data import (
     assess,
     check_data,
@@ -38,9 +36,10 @@ from loopml.data import (
 )
 from loopml.data.sources import open_source
 from loopml.decisions import Decision
-from loopml.errors import ModelError, NotFoundError
-from loopml.maintenance import compare_on_recent, labeled_frame, split_older_recent
+from loopml.errors import NotFoundError
+from loopml.maintenance import MaintainResult, maintain_project  # re-exported: maintenance lives in its package
 from loopml.model import SearchPlan, TrainedModel, diagnose, evaluate, predict_latency_ms, search, split_holdout
+from loopml.model.features import feature_hook_sha256
 from loopml.spec import CleanSpec, ProjectSpec, spec_hash
 from loopml.store import ModelVersion, SnapshotRecord, Store
 
@@ -161,6 +160,13 @@ def _pays_off(gain: float, cost_per_1k: float, min_gain: float, value_per_point:
                      f"{'covers' if verdict else 'does not cover'} its cost {cost_per_1k:g}")
 
 
+def _feature_hook(spec: ProjectSpec) -> dict[str, str] | None:
+    """The spec's feature hook and the SHA-256 of its module file (reuse key and lineage), or None."""
+    if spec.model.features is None:
+        return None
+    return {"hook": spec.model.features, "sha256": feature_hook_sha256(spec.model.features, spec.root)}
+
+
 def _packages() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("loopml", "numpy", "pandas", "scikit-learn", "lightgbm", "pyarrow"):
@@ -233,7 +239,8 @@ class _Loop:
                     continue
             return self._stop_infeasible(diagnosis["explanation"])
         return self._stop_infeasible(
-            f"stopped after {self.spec.model.max_iterations} iterations (model.max_iterations) without meeting the goal")
+            f"stopped after {self.spec.model.max_iterations} iterations (model.max_iterations) "
+            "without meeting the goal")
 
     # -- Business ------------------------------------------------------------------------------
 
@@ -385,6 +392,9 @@ class _Loop:
         if cause == "leakage" and clean_plan.leakage == "keep":
             change = ("drop the leakage suspects (data.clean.leakage: drop)",
                       replace(plan, clean=clean_plan.model_copy(update={"leakage": "drop"})))
+        elif cause == "label_noise" and clean_plan.label_noise == "keep":
+            change = ("drop rows whose labels are likely wrong (data.clean.label_noise: drop)",
+                      replace(plan, clean=clean_plan.model_copy(update={"label_noise": "drop"})))
         elif cause == "imbalance" and clean_plan.imbalance not in ("oversample", "undersample"):
             change = ("oversample the smallest class in the training rows (data.clean.imbalance: oversample)",
                       replace(plan, clean=clean_plan.model_copy(update={"imbalance": "oversample"})))
@@ -400,13 +410,15 @@ class _Loop:
             what = {"more_data": "every source in the spec is already used and read in full; add rows or a source "
                                  "to data.sources",
                     "missing_signal": "no source in the spec is left to add; add a source or a feature hook",
-                    "label_noise": "loopml does not relabel rows; fix the labels at the source",
+                    "label_noise": "rows whose labels are likely wrong are already dropped from the training rows "
+                                   "(data.clean.label_noise: drop); fix the labels at the source",
                     }.get(cause, f"the fix for {cause} is already in place")
             self._decide("data", cause, "fail", "stop", "business", f"nothing left in the Data stage can help: {what}",
                          {"cause": cause})
             return None
         self._decide("data", cause, "fail", "change_plan", "data", f"going back to Data to {change[0]}",
-                     {"cause": cause, "clean": change[1].clean.model_dump(), "extra_sources": list(change[1].extra_sources)})
+                     {"cause": cause, "clean": change[1].clean.model_dump(),
+                      "extra_sources": list(change[1].extra_sources)})
         return change[1]
 
     def _cleaning_that_keeps_rows(self, plan: CleanSpec, snapshot: SnapshotRecord) -> CleanSpec | None:
@@ -430,9 +442,12 @@ class _Loop:
         spec = self.spec
         b = spec.business
         # The loopml version is part of the key: an upgrade may train differently, so it trains again.
+        hook = _feature_hook(spec)
         key = _digest({"data": snapshot.data_hash, "business": b.model_dump(mode="json", by_alias=True),
                        "loopml": _packages()["loopml"], "clean": plan.clean.model_dump(),
-                       "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe()})
+                       "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe(),
+                       # Editing the hook's file changes the features, so the model trains again.
+                       **({"feature_hook": hook} if hook else {})})
         registered = self.store.find_model(self.project, key) if self.replay is None else None
         if registered is not None:
             self._decide("model", "goal", "pass", "reuse", "operations",
@@ -453,22 +468,24 @@ class _Loop:
         started = time.monotonic()
         result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
                         plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0),
-                        progress=self._trial_progress, replay=self.replay, clean=plan.clean)
+                        progress=self._trial_progress, replay=self.replay, clean=plan.clean,
+                        feature_hook=spec.model.features, hook_root=spec.root)
         self.progress("model", "evaluating on the locked holdout")
-        evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed)
+        evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed, costs=b.costs)
         evidence = {
             "input_key": key, "iteration": iteration, "plan": plan.search.describe(),
             "family": result.model.family, "cv_score": result.cv_score,
             "holdout": evaluation.to_dict(), "operating_point": result.operating_point,
             "candidates": [c.to_dict() if hasattr(c, "to_dict") else c.__dict__ for c in result.candidates],
             "leaderboard": result.leaderboard()[:10], "selection_metric": result.selection_metric,
-            "trials": result.trials, "notes": result.notes,
+            "trials": result.trials, "notes": result.notes, "label_issues": result.label_issues,
             "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
         }
         ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"
         constraints = "".join(f", {k} {v['value'] if v['value'] is None else round(v['value'], 3)} "
                               f"(need {v['required']:g})" for k, v in evaluation.constraints.items())
-        measured = f"{evaluation.metric} {evaluation.value:.3f} {ci}{constraints} on {evaluation.rows:,} holdout rows"
+        measured = (f"{evaluation.metric} {evaluation.value:.3f} {ci}{constraints} on {evaluation.rows:,} holdout rows"
+                    f" (gate: {evaluation.gate['text']})")
         if evaluation.met:
             decision = Decision(stage="model", gate="goal", verdict="pass", action="register", next_stage="operations",
                                 summary=f"goal {b.goal.describe()} met by {result.model.family}: {measured}",
@@ -481,7 +498,7 @@ class _Loop:
                 lineage={"snapshot_id": snapshot.id, "data_hash": snapshot.data_hash, "sources": self.source_hashes,
                          "sources_used": snapshot.report.get("sources_used"),
                          "spec_hash": self.spec_sha, "packages": _packages(), "train_rows": len(train),
-                         "holdout_rows": len(holdout), "plan": plan.search.describe()},
+                         "holdout_rows": len(holdout), "plan": plan.search.describe(), "feature_hook": hook},
                 decision=decision)
             self.decisions.append(self.store.decisions(self.project, limit=1)[0])
             self._holdout = holdout
@@ -517,7 +534,7 @@ class _Loop:
             self._decide("operations", "pre_deploy", "pass", "keep", None,
                          f"model version {mv.version} is already the champion", {"model_version": mv.version})
             return self._end("registered", f"model version {mv.version} is the champion", mv)
-        model = TrainedModel.from_bytes(self.store.read_model(mv))
+        model = TrainedModel.from_bytes(self.store.read_model(mv), root=self.spec.root)
         sample = getattr(self, "_holdout", None)
         if sample is None:
             sample = frame_from_parquet(self.store.read_snapshot(snapshot)).head(200)
@@ -559,126 +576,3 @@ class _Loop:
     def _end(self, outcome: Outcome, explanation: str, mv: ModelVersion | None = None) -> RunResult:
         return RunResult(run_id=self.run_id, project=self.project, outcome=outcome, explanation=explanation,
                          model_version=mv, decisions=self.decisions, reachable=getattr(self, "reachable", {}))
-
-
-# -- Maintenance ---------------------------------------------------------------------------------
-
-MaintainOutcome = Literal["waiting", "goal_holds", "promoted", "kept_champion", "alert_only"]
-
-
-@dataclass
-class MaintainResult:
-    """What one ``loopml maintain`` pass found and did."""
-
-    run_id: int
-    project: str
-    outcome: MaintainOutcome
-    explanation: str
-    champion: ModelVersion | None = None
-    challenger: ModelVersion | None = None
-    decisions: list[Decision] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.outcome in ("kept_champion", "alert_only") else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "project": self.project, "outcome": self.outcome,
-                "explanation": self.explanation,
-                "champion": self.champion.version if self.champion else None,
-                "challenger": self.challenger.version if self.challenger else None,
-                "decisions": [d.to_dict() for d in self.decisions]}
-
-
-def maintain_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None) -> MaintainResult:
-    """One maintenance pass: check the goal on new labeled predictions; retrain and compare when breached."""
-    loop = _Loop(spec, store, progress or (lambda stage, message: None))
-    champion = store.alias(spec.project, "champion")
-    if champion is None:
-        raise ModelError(f"project '{spec.project}' has no champion to maintain; run `loopml run` first")
-    loop.run_id = store.start_run(spec.project, "maintain", loop.spec_sha)
-    try:
-        result = _maintain(loop, champion)
-    except BaseException as exc:
-        store.finish_run(loop.run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    store.finish_run(loop.run_id, result.outcome, result.explanation)
-    return result
-
-
-def _maintain(loop: _Loop, champion: ModelVersion) -> MaintainResult:
-    spec, store, project = loop.spec, loop.store, loop.project
-    goal, target = spec.business.goal, spec.business.target
-
-    def done(outcome: MaintainOutcome, why: str, challenger: ModelVersion | None = None) -> MaintainResult:
-        return MaintainResult(loop.run_id, project, outcome, why, store.alias(project, "champion"), challenger,
-                              loop.decisions)
-
-    rows = store.labeled_predictions(project, after_feedback_seq=store.last_monitored_seq(project))
-    need = spec.maintenance.min_labeled
-    if len(rows) < need:
-        why = f"{len(rows)} new labeled predictions since the last check; need {need} (maintenance.min_labeled)"
-        loop._decide("maintenance", "enough_labels", "info", "wait", None, why, {"labeled": len(rows), "needed": need})
-        return done("waiting", why)
-
-    labeled = labeled_frame(rows, target)
-    champ_model = TrainedModel.from_bytes(store.read_model(champion))
-    live = evaluate(champ_model, labeled, goal, seed=spec.model.seed, n_boot=200)
-    window = store.add_monitor_window(project, model_version_id=champion.id, first_seq=rows[0]["feedback_seq"],
-                                      last_seq=rows[-1]["feedback_seq"], rows=len(rows), metrics=live.to_dict())
-    measured = (f"champion v{champion.version}: {goal.metric} {live.value:.3f} (95% CI {live.ci_low:.3f}–"
-                f"{live.ci_high:.3f}) on {len(rows)} labeled predictions")
-    if live.met:
-        loop._decide("maintenance", "goal_holds", "pass", "keep", None, f"goal {goal.describe()} holds: {measured}",
-                     {"window_id": window, **live.to_dict()})
-        return done("goal_holds", measured)
-    store.add_alert(project, window_id=window, kind="goal_breached", detail=live.to_dict())
-    if "goal_breached" not in spec.maintenance.triggers:
-        loop._decide("maintenance", "goal_holds", "fail", "alert", None,
-                     f"goal {goal.describe()} breached: {measured}; goal_breached is not in maintenance.triggers, "
-                     "so only an alert is raised", {"window_id": window, **live.to_dict()})
-        return done("alert_only", measured)
-    loop._decide("maintenance", "goal_holds", "fail", "retrain", "model",
-                 f"goal {goal.describe()} breached: {measured}; retraining on the snapshot plus labeled production rows",
-                 {"window_id": window, **live.to_dict()})
-
-    older, recent = split_older_recent(labeled)
-    base_snapshot = store.snapshot(champion.snapshot_id)
-    base = frame_from_parquet(store.read_snapshot(base_snapshot))
-    train = pd.concat([base, older[base.columns]], ignore_index=True)
-    loop.progress("model", f"retraining on {len(base):,} snapshot rows + {len(older)} labeled production rows")
-    result = search(train, target=target, task=spec.business.task, goal=goal, costs=spec.business.costs,
-                    positive=spec.business.positive,
-                    plan=SearchPlan(seed=spec.model.seed, folds=spec.model.folds, trials=spec.model.trials),
-                    budget_s=spec.model.budget, clean=spec.data.clean)
-    key = _digest({"base": base_snapshot.data_hash, "labeled": [r["id"] for r in rows]})
-    contract = infer_contract(train, target, spec.business.task)
-    snapshot = store.find_snapshot(project, key) or store.save_snapshot(
-        project, input_key=key, data=frame_to_parquet(train), data_hash=frame_hash(train), rows=len(train),
-        columns=len(contract.columns), contract=contract.model_dump(mode="json"),
-        report={"base_snapshot": base_snapshot.id, "labeled_rows": len(older),
-                "gate": {"passed": True, "evidence": {}, "reasons": []}})
-    comparison = compare_on_recent(champ_model, result.model, recent, goal, seed=spec.model.seed)
-    challenger = store.register_model(
-        project, run_id=loop.run_id, snapshot_id=snapshot.id, input_key=key, model_bytes=result.model.to_bytes(),
-        spec_hash=loop.spec_sha, family=result.model.family,
-        metrics={"holdout": comparison.challenger, "cv_score": result.cv_score, "champion_on_recent": comparison.champion},
-        operating_point=result.operating_point,
-        lineage={"snapshot_id": snapshot.id, "data_hash": snapshot.data_hash, "retrained_from": champion.version,
-                 "labeled_rows": len(older), "comparison_rows": len(recent), "spec_hash": loop.spec_sha,
-                 "packages": _packages()})
-    store.set_alias(project, "challenger", challenger.version, actor="loopml maintain",
-                    reason=f"retrained in run {loop.run_id}")
-    evidence = {"window_id": window, "challenger_version": challenger.version, **comparison.to_dict()}
-    if not comparison.promote:
-        loop._decide("maintenance", "challenger_vs_champion", "fail", "keep_champion", None,
-                     f"v{challenger.version} not promoted: {comparison.reason}", evidence)
-        return done("kept_champion", comparison.reason, challenger)
-    decision = Decision(stage="maintenance", gate="challenger_vs_champion", verdict="pass", action="promote",
-                        next_stage="operations",
-                        summary=f"v{challenger.version} promoted to champion (was v{champion.version}): "
-                                f"{comparison.reason}", evidence=evidence, run_id=loop.run_id)
-    store.set_alias(project, "champion", challenger.version, actor="loopml maintain",
-                    reason=comparison.reason, decision=decision)
-    loop.decisions.append(store.decisions(project, limit=1)[0])
-    return done("promoted", comparison.reason, challenger)

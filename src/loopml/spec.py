@@ -51,6 +51,7 @@ __all__ = [
     "QualityLimits",
     "SourceSpec",
     "SqlSourceSpec",
+    "duration_or_zero",
     "load_spec",
     "parse_duration",
     "spec_hash",
@@ -90,6 +91,8 @@ class GoalSpec(_Strict):
     at_least: float | None = None
     at_most: float | None = None
     with_: dict[str, float] = Field(default_factory=dict, alias="with")
+    # point: the holdout estimate must meet the goal; ci_bound: the pessimistic end of its 95% CI must.
+    gate_on: Literal["point", "ci_bound"] = "point"
 
     @model_validator(mode="after")
     def _one_bound(self) -> GoalSpec:
@@ -110,18 +113,63 @@ class GoalSpec(_Strict):
         return value >= self.threshold if self.greater_is_better else value <= self.threshold
 
     def describe(self) -> str:
+        """The goal in words; ``gate_on: ci_bound`` adds which end of the interval is judged.
+
+        >>> GoalSpec(metric="recall", at_least=0.7, gate_on="ci_bound").describe()
+        'recall >= 0.7 (on the lower 95% bound)'
+        """
         op = ">=" if self.greater_is_better else "<="
         text = f"{self.metric} {op} {self.threshold:g}"
+        if self.gate_on == "ci_bound":
+            text += f" (on the {'lower' if self.greater_is_better else 'upper'} 95% bound)"
         if self.with_:
             text += " with " + ", ".join(f"{k} >= {v:g}" for k, v in self.with_.items())
         return text
 
 
 class CostsSpec(_Strict):
-    """Costs of a wrong decision, used to choose the threshold by expected cost."""
+    """Costs of a wrong decision: the model decides for the lowest expected cost.
 
-    false_positive: float = Field(ge=0)
-    false_negative: float = Field(ge=0)
+    Binary: ``false_positive`` and ``false_negative`` choose the threshold. Multiclass: ``per_class``
+    maps a class to the cost of misclassifying a row whose true class it is (classes not named cost 1);
+    the model predicts the class k maximising p_k * cost_k.
+
+    >>> CostsSpec.model_validate({"per_class": {"A": 10, 2: 3}}).per_class
+    {'A': 10.0, '2': 3.0}
+    """
+
+    false_positive: float | None = Field(default=None, ge=0)
+    false_negative: float | None = Field(default=None, ge=0)
+    per_class: dict[str, Annotated[float, Field(gt=0)]] | None = None
+
+    @field_validator("per_class", mode="before")
+    @classmethod
+    def _class_names_as_text(cls, value: Any) -> Any:
+        # YAML reads `2: 5` with an int key; classes are matched by their text, as business.positive is.
+        if not isinstance(value, dict):
+            return value
+        texts = [_label_text(k) for k in value]
+        twice = sorted({t for t in texts if texts.count(t) > 1})
+        if twice:
+            named = ", ".join(map(repr, value))
+            raise ValueError(f"class {', '.join(twice)} is named twice (as {named}); name it once")
+        return dict(zip(texts, value.values(), strict=True))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CostsSpec:
+        pair = {"false_positive": self.false_positive, "false_negative": self.false_negative}
+        given = [name for name, v in pair.items() if v is not None]
+        if self.per_class is not None and given:
+            raise ValueError(f"found per_class and {', '.join(given)}; give false_positive and false_negative "
+                             "(task binary) or per_class (task multiclass), not both")
+        if self.per_class is not None and not self.per_class:
+            raise ValueError("business.costs.per_class: found an empty mapping; name at least one class and the cost "
+                             "of misclassifying its rows, e.g. per_class: {CLASS: 10}")
+        if self.per_class is None and len(given) < 2:
+            found = f"only {given[0]}" if given else "neither"
+            raise ValueError(f"found {found}; give both false_positive and false_negative (task binary) "
+                             "or per_class: {CLASS: COST} (task multiclass)")
+        return self
 
 
 class ConstraintsSpec(_Strict):
@@ -158,11 +206,33 @@ class BusinessSpec(_Strict):
                     f"business.goal.with: found '{name}'; allowed: "
                     + ", ".join(n for n in metric_names_for("binary") if METRICS[n].uses_decisions)
                 )
-        if self.costs is not None and self.task != "binary":
-            problems.append(f"business.costs: costs choose a binary threshold, found task '{self.task}'; remove 'costs'")
+        if self.costs is not None:
+            problems += _costs_fit_task(self.costs, self.task)
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _costs_fit_task(costs: CostsSpec, task: str) -> list[str]:
+    """Binary costs are false_positive and false_negative, multiclass ones per_class; regression has none."""
+    pair = [k for k in ("false_positive", "false_negative") if getattr(costs, k) is not None]
+    if task == "regression":
+        return ["business.costs: costs weigh wrong class decisions and task 'regression' makes none; remove 'costs'"]
+    if task == "binary" and costs.per_class is not None:
+        return ["business.costs.per_class: per-class costs need task 'multiclass', found task 'binary'; "
+                "use costs: {false_positive: COST, false_negative: COST}"]
+    if task == "multiclass" and pair:
+        return [f"business.costs.{pair[0]}: {' and '.join(pair)} need task 'binary', found task 'multiclass'; "
+                "use costs: {per_class: {CLASS: COST}} (the cost of misclassifying a row of that class; "
+                "classes not named cost 1)"]
+    return []
+
+
+def _label_text(value: Any) -> str:
+    """A class label as text: ``2``, ``2.0`` and ``"2"`` are one class (as pandas may read it either way)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value.item() if hasattr(value, "item") else value)
 
 
 class JoinSpec(_Strict):
@@ -264,6 +334,8 @@ class CleanSpec(_Strict):
     imbalance: Literal["auto", "none", "weights", "undersample", "oversample"] = "auto"
     leakage: Literal["drop", "keep"] = "drop"
     ids: Literal["drop", "keep"] = "drop"
+    # drop: the model stage drops training rows whose label is likely wrong (classification; never the holdout).
+    label_noise: Literal["keep", "drop"] = "keep"
 
 
 class QualityLimits(_Strict):
@@ -315,6 +387,8 @@ class ModelSpec(_Strict):
     seed: int = 0
     folds: int = Field(default=5, ge=2, le=20)
     max_iterations: int = Field(default=4, ge=1, le=20)
+    # "module:function" in the spec's folder: it gets the feature columns and returns them with new ones,
+    # at training and again at serving; the data contract still checks the columns it is given.
     features: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     @field_validator("budget", mode="before")
@@ -328,8 +402,83 @@ class ServeSpec(_Strict):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
+class DriftSpec(_Strict):
+    """When a monitored column drifts: a large change and a corrected p-value at most ``alpha``.
+
+    Large: PSI above ``psi``, or the Wasserstein distance (numbers, in the reference's spreads) above
+    ``wasserstein``, or the Jensen–Shannon distance (categories) above ``jensen_shannon``. A drifted column
+    raises the drift alert when its share of the model's importance is at least ``min_importance``
+    (0: any drifted column alerts).
+    """
+
+    psi: float = Field(default=0.2, gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    wasserstein: float = Field(default=0.1, gt=0)
+    jensen_shannon: float = Field(default=0.1, gt=0)
+    min_importance: float = Field(default=0.02, ge=0, le=1)
+
+
+class QualitySpec(_Strict):
+    """Data-quality limits per column and window, as shares of the window's rows.
+
+    ``missing_increase``: the missing share may exceed the reference's by this much; ``out_of_range``:
+    numbers outside the training range; ``unknown_category``: categories training never saw.
+    """
+
+    missing_increase: float = Field(default=0.1, ge=0, le=1)
+    out_of_range: float = Field(default=0.05, ge=0, le=1)
+    unknown_category: float = Field(default=0.05, ge=0, le=1)
+
+
 class MonitorSpec(_Strict):
+    """How ``loopml monitor`` cuts the prediction log into windows, and when it alerts.
+
+    ``by: count`` (default) cuts windows of ``window`` predictions; ``by: time`` cuts one window per
+    ``every`` (``every: 1h`` alone implies it). ``min_labeled`` labels make a window's labeled performance.
+
+    >>> MonitorSpec.model_validate({"every": "1h"}).by
+    'time'
+    """
+
+    by: Literal["count", "time"] = "count"
     window: int = Field(default=1000, ge=10)
+    every: float | None = None
+    min_labeled: int = Field(default=30, ge=2)
+    drift: DriftSpec = DriftSpec()
+    quality: QualitySpec = QualitySpec()
+    webhook: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_means_time(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("every") is not None and "by" not in value:
+            return {**value, "by": "time"}
+        return value
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+\S*", value):
+            raise ValueError(f"expected an http:// or https:// URL such as https://hooks.example.com/loopml, "
+                             f"found {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _by_fits_every(self) -> MonitorSpec:
+        if self.by == "time" and self.every is None:
+            raise ValueError("by 'time' cuts one window per period and needs every: DURATION, such as every: 1h")
+        if self.by == "count" and self.every is not None:
+            raise ValueError("every applies to by: 'time'; with by: 'count' a window holds `window` predictions: "
+                             "remove every, or set by: time")
+        if self.by == "time" and "window" in self.model_fields_set:
+            raise ValueError("window counts predictions and applies to by: 'count'; with by: 'time' a window "
+                             "lasts `every`: remove window, or set by: count")
+        return self
 
 
 class OperationsSpec(_Strict):
@@ -337,14 +486,170 @@ class OperationsSpec(_Strict):
     monitor: MonitorSpec = MonitorSpec()
 
 
+# The alerts the maintenance policy acts on (the kinds `loopml monitor` raises), and what it can do about each.
+TRIGGERS = ("goal_breached", "goal_breach_estimated", "drift", "data_quality")
+ACTIONS = ("retrain", "collect_then_retrain", "alert")
+
+
+def duration_or_zero(value: Any) -> float:
+    """Seconds like :func:`parse_duration`, where 0 means none; a negative duration names the fix.
+
+    >>> duration_or_zero("0"), duration_or_zero("6h")
+    (0.0, 21600.0)
+    """
+    text = str(value).strip()
+    if not isinstance(value, bool) and re.fullmatch(r"-\s*\d+(?:\.\d+)?\s*[smh]?", text):
+        raise ValueError(f"found {value!r}, a negative duration; give 0 (none) or a positive duration such as "
+                         "'30m' or '6h'")
+    if not isinstance(value, bool) and re.fullmatch(r"0+(?:\.0+)?\s*[smh]?", text):
+        return 0.0
+    return parse_duration(value)
+
+
+def _known(kind: str, name: Any, allowed: tuple[str, ...]) -> str:
+    """``name`` if allowed, else a message with a did-you-mean and the allowed names."""
+    if name in allowed:
+        return name
+    close = difflib.get_close_matches(str(name), allowed, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ValueError(f"unknown {kind} '{name}'; {hint}{kind}s: {', '.join(allowed)}")
+
+
 class RetrainSpec(_Strict):
+    """How a retrain runs: its promotion gate, its time budget, its trials and its training window.
+
+    ``gate: beat_champion`` promotes a challenger that meets the goal and beats the champion by more than
+    the noise; ``meet_goal`` one that meets the goal and is not worse than the champion beyond the noise.
+    ``window``: ``all`` the champion's data plus every new row, ``recent`` the new rows only,
+    ``weighted`` the new rows plus as many older rows drawn at random, ``auto`` trains each and keeps the
+    one that scores best on the most recent labeled rows.
+    """
+
     gate: Literal["beat_champion", "meet_goal"] = "beat_champion"
+    budget: float = 600.0
+    trials: int | None = Field(default=None, ge=1, le=10_000)
+    window: Literal["auto", "all", "recent", "weighted"] = "auto"
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class CompareSpec(_Strict):
+    """Champion against challenger on the newest labeled rows, held out of training.
+
+    ``share`` of the new labeled rows (the most recent) is held out; ``confidence`` and ``resamples`` set
+    the paired bootstrap of the difference between the two models on those rows.
+    """
+
+    share: float = Field(default=0.5, gt=0, lt=1)
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    resamples: int = Field(default=1000, ge=100, le=100_000)
+
+
+class RetrySpec(_Strict):
+    """Reading a source that does not answer: ``attempts`` tries, waiting ``backoff``, then twice that, ..."""
+
+    attempts: int = Field(default=3, ge=1, le=10)
+    backoff: float = 2.0
+
+    @field_validator("backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return duration_or_zero(value)
+
+
+class LockSpec(_Strict):
+    """One maintenance pass at a time: a second one waits up to ``wait`` (0: not at all), then gives up.
+
+    A holder whose heartbeat is older than ``stale_after``, or whose process on this host is gone, is
+    taken over.
+    """
+
+    wait: float = 600.0
+    stale_after: float = 120.0
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _wait(cls, value: Any) -> float:
+        return duration_or_zero(value)
+
+    @field_validator("stale_after", mode="before")
+    @classmethod
+    def _stale(cls, value: Any) -> float:
+        return parse_duration(value)
 
 
 class MaintenanceSpec(_Strict):
-    triggers: list[Literal["goal_breached", "drift"]] = ["goal_breached"]
+    """The maintenance policy: which alert triggers what, when a retrain may run, who promotes.
+
+    ``on`` maps an alert to an action (``retrain``, ``collect_then_retrain`` or ``alert``; alerts not
+    named only alert); ``triggers`` is the short form: the alerts that retrain. ``cooldown``: the least
+    time between two retrains (0: none). ``min_labeled``: new labeled predictions needed before the goal
+    is judged on them, and new labeled rows needed before a retrain is compared. ``act_on_estimate``:
+    an estimated breach (no labels yet) may retrain. ``approval: human`` registers the challenger and
+    leaves the promotion to ``loopml models promote``.
+
+    >>> MaintenanceSpec.model_validate({"on": {"drift": "collect_then_retrain"}}).actions["drift"]
+    'collect_then_retrain'
+    """
+
+    on: dict[str, str] | None = None
+    triggers: list[str] | None = None
     min_labeled: int = Field(default=50, ge=10)
+    act_on_estimate: bool = False
+    cooldown: float = 0.0
+    approval: Literal["auto", "human"] = "auto"
     retrain: RetrainSpec = RetrainSpec()
+    compare: CompareSpec = CompareSpec()
+    sources: RetrySpec = RetrySpec()
+    lock: LockSpec = LockSpec()
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _alerts_to_actions(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        problems = []
+        for alert, action in value.items():
+            for kind, name, allowed in (("alert", alert, TRIGGERS), ("action", action, ACTIONS)):
+                try:
+                    _known(kind, name, allowed)
+                except ValueError as exc:
+                    problems.append(f"maintenance.on.{alert}: {exc}")
+                    break
+        if problems:
+            raise ValueError("\n".join(problems))
+        return value
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _trigger_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for name in value:
+                _known("alert", name, TRIGGERS)
+        return value
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _cooldown(cls, value: Any) -> float:
+        return duration_or_zero(value)
+
+    @model_validator(mode="after")
+    def _on_or_triggers(self) -> MaintenanceSpec:
+        if self.on is not None and self.triggers is not None:
+            raise ValueError("give 'on' (alert: action) or its short form 'triggers' (the alerts that retrain), "
+                             "not both")
+        return self
+
+    @property
+    def actions(self) -> dict[str, str]:
+        """The action for every alert: the ones ``on`` or ``triggers`` name, ``alert`` for the rest."""
+        if self.on is not None:
+            return {t: self.on.get(t, "alert") for t in TRIGGERS}
+        retrain = ["goal_breached"] if self.triggers is None else self.triggers
+        return {t: "retrain" if t in retrain else "alert" for t in TRIGGERS}
 
 
 class ProjectSpec(_Strict):
@@ -357,6 +662,13 @@ class ProjectSpec(_Strict):
     operations: OperationsSpec = OperationsSpec()
     maintenance: MaintenanceSpec = MaintenanceSpec()
     root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _label_noise_needs_classes(self) -> ProjectSpec:
+        if self.business.task == "regression" and self.data.clean.label_noise == "drop":
+            raise ValueError("data.clean.label_noise: 'drop' needs a classification task (binary or multiclass); "
+                             "a regression target has no label to be wrong; use 'keep' or remove the key")
+        return self
 
     def source_path(self, source: FileSourceSpec) -> Path:
         """The resolved path (or glob pattern) of a file source."""
@@ -520,6 +832,7 @@ def _check_data(spec: ProjectSpec) -> list[str]:
                 f"data.sources.{i}.path: file '{source.path}' not found (looked in {spec.root.name}/); "
                 "give a path relative to the spec file"
             )
+    problems += _check_feature_hook(spec)
     if problems:
         return problems
     target = spec.business.target
@@ -538,10 +851,46 @@ def _check_data(spec: ProjectSpec) -> list[str]:
     return [f"business.target: column '{target}' is not in {where}; {hint}columns: {', '.join(first_columns)}"]
 
 
+def _check_feature_hook(spec: ProjectSpec) -> list[str]:
+    """model.features names a module in the spec's folder (or an installed one); it is not imported here."""
+    import importlib.util
+
+    if spec.model.features is None:
+        return []
+    module = spec.model.features.split(":")[0]
+    parts = module.split(".")
+    if (spec.root.joinpath(*parts[:-1], parts[-1] + ".py").is_file()
+            or spec.root.joinpath(*parts, "__init__.py").is_file()):
+        return []
+    try:
+        installed = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:
+        return []
+    return [f"model.features: module '{module}' not found: no {'/'.join(parts)}.py in {spec.root.name}/ and no "
+            f"installed module of that name; put the file beside loopml.yaml"]
+
+
 def _file_source_exists(spec: ProjectSpec, source: FileSourceSpec) -> bool:
     if any(ch in source.path for ch in "*?["):
         return any(spec.root.glob(source.path))
     return spec.source_path(source).is_file()
+
+
+def _unknown_classes(business: BusinessSpec, values, shown: str) -> list[str]:
+    """business.costs.per_class may name only classes the target holds; a near miss gets a suggestion."""
+    classes = {_label_text(v) for v in values.unique()}
+    problems = []
+    for name in business.costs.per_class:  # type: ignore[union-attr]
+        if name in classes:
+            continue
+        lowered = {c.lower(): c for c in classes}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+        hint = f"did you mean '{lowered[close[0]]}'? " if close else ""
+        problems.append(f"business.costs.per_class.{name}: '{name}' is not a class of target '{business.target}'; "
+                        f"{hint}classes: {shown}")
+    return problems
 
 
 def _check_target_values(business: BusinessSpec, values) -> list[str]:
@@ -560,6 +909,8 @@ def _check_target_values(business: BusinessSpec, values) -> list[str]:
     elif business.task == "multiclass" and len(distinct) < 3:
         return [f"business.task: 'multiclass' needs at least 3 target values; '{target}' has {len(distinct)} "
                 f"({shown}); use task 'binary'"]
+    elif business.task == "multiclass" and business.costs is not None and business.costs.per_class:
+        return _unknown_classes(business, values, shown)
     elif business.task == "regression" and not (pd.api.types.is_numeric_dtype(values)
                                                  and not pd.api.types.is_bool_dtype(values)):
         return [f"business.task: 'regression' needs a numeric target; '{target}' holds {values.dtype} "

@@ -4,9 +4,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.datasets import make_classification
 
 from loopml.data import read_source
-from loopml.data.cleaner import Cleaner, resolve_imbalance
+from loopml.data.cleaner import Cleaner, find_label_issues, resolve_imbalance
 from loopml.errors import DataError
 from loopml.spec import CleanSpec
 
@@ -84,3 +85,52 @@ def test_imbalance_policy_resolution():
         "weights", "none", "weights", "undersample"]
     assert resolve_imbalance("auto", 0.25, "multiclass") == "none"
     assert resolve_imbalance("oversample", None, "regression") == "none"
+
+
+def _flipped(classes: int, share: float = 0.15) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """A learnable dataset (with a text column) whose labels are flipped on ``share`` of the rows."""
+    X, y = make_classification(n_samples=2000, n_features=8, n_informative=5, n_classes=classes, class_sep=2.0,
+                               flip_y=0, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)]).assign(side=np.where(X[:, 0] > 0, "up", "down"))
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(y), int(share * len(y)), replace=False)
+    y[flipped] = (y[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    truth = np.zeros(len(y), dtype=bool)
+    truth[flipped] = True
+    return frame, np.array(["a", "b", "c"])[y], truth
+
+
+@pytest.mark.parametrize("classes,task", [(2, "binary"), (3, "multiclass")])
+def test_label_issues_find_most_flipped_labels_and_few_right_ones(classes, task):
+    X, labels, flipped = _flipped(classes)
+    mask = find_label_issues(X, labels, task=task, seed=0)
+    assert mask[flipped].mean() > 0.8  # most of the 300 flipped labels
+    assert mask[~flipped].sum() < 0.03 * (~flipped).sum()  # few of the 1,700 right ones
+
+
+def test_label_issues_are_the_same_for_the_same_seed():
+    X, labels, _ = _flipped(2)
+    np.testing.assert_array_equal(find_label_issues(X, labels, task="binary", seed=3),
+                                  find_label_issues(X, labels, task="binary", seed=3))
+
+
+def test_label_issues_need_a_class_large_enough_to_cross_validate():
+    X = pd.DataFrame({"x": range(50)})
+    labels = ["a"] * 49 + ["b"]  # one row of 'b': no fold can judge it
+    assert not find_label_issues(X, labels, task="binary", seed=0).any()
+
+
+def test_label_issues_are_refused_for_regression():
+    with pytest.raises(DataError, match="label-noise cleaning finds wrong class labels, so it needs task 'binary' "
+                                        "or 'multiclass'; found task 'regression': set data.clean.label_noise: keep"):
+        find_label_issues(pd.DataFrame({"x": [1.0, 2.0]}), [1.5, 2.5], task="regression", seed=0)
+
+
+def test_label_issues_need_one_label_per_row():
+    with pytest.raises(DataError, match="got 3 feature rows but 2 labels; give one label per row"):
+        find_label_issues(pd.DataFrame({"x": [1, 2, 3]}), ["a", "b"], task="binary", seed=0)
+
+
+def test_missing_labels_are_refused_before_cleaning():
+    with pytest.raises(DataError, match="1 label\\(s\\) are missing; drop those rows before cleaning labels"):
+        find_label_issues(pd.DataFrame({"x": [1, 2, 3]}), ["a", None, "b"], task="binary", seed=0)

@@ -1,40 +1,22 @@
-"""Maintenance on labeled production rows: wait, keep, or retrain and promote only a better model."""
-
-import uuid
+"""Maintenance passes on a real population shift: wait, keep, retrain once, promote only a better model."""
 
 import pandas as pd
 import pytest
 
 from loopml.errors import ModelError
-from loopml.model import SearchPlan, search
-from loopml.process import maintain_project, run_project
+from loopml.maintenance import maintain_project
+from loopml.model import TrainedModel, evaluate
+from loopml.operations.registry import promote
 from loopml.spec import load_spec
 from loopml.store import Store
 
-from conftest import write_spec
+
+def _gates(result):
+    return [(d.stage, d.gate, d.verdict, d.action) for d in result.decisions]
 
 
-@pytest.fixture
-def served_project(project_dir, benefits_csv):
-    """A project with a champion, and 400 fresh rows the champion never saw."""
-    write_spec(project_dir, business={"problem": "x", "task": "binary", "target": "ui", "positive": "yes",
-                                      "goal": {"metric": "roc_auc", "at_least": 0.58}})
-    spec = load_spec(project_dir)
-    store = Store.open(project_dir)
-    assert run_project(spec, store).outcome == "registered"
-    fresh = pd.read_csv(benefits_csv).iloc[2000:2400].reset_index(drop=True)
-    return spec, store, fresh
-
-
-def _log_and_label(store, spec, rows: pd.DataFrame, labels) -> None:
-    champion = store.alias(spec.project, "champion")
-    ids = [uuid.uuid4().hex for _ in range(len(rows))]
-    features = rows.drop(columns=["ui", "bluecol"]).to_dict(orient="records")
-    store.log_predictions(spec.project, champion.id, [
-        {"id": i, "features": f, "prediction": "yes", "probability": 0.5, "latency_ms": 1.0}
-        for i, f in zip(ids, features)])
-    for i, label in zip(ids, labels):
-        store.record_feedback(spec.project, i, label)
+def _retrains(store, project="shop"):
+    return [d for d in store.decisions(project) if d.stage == "maintenance" and d.gate == "window"]
 
 
 def test_no_champion_is_a_clear_error(project_dir):
@@ -42,53 +24,134 @@ def test_no_champion_is_a_clear_error(project_dir):
         maintain_project(load_spec(project_dir), Store.open(project_dir))
 
 
-def test_too_few_labels_waits(served_project):
-    spec, store, fresh = served_project
-    _log_and_label(store, spec, fresh.head(10), fresh["ui"].head(10))
-    result = maintain_project(spec, store)
+def test_too_few_labels_waits(shop):
+    shop.log(shop.unseen_early.head(10))
+    result = maintain_project(shop.spec(), shop.store)
     assert (result.outcome, result.exit_code) == ("waiting", 0)
     assert "10 new labeled predictions since the last check; need 40" in result.decisions[-1].summary
 
 
-def test_goal_that_holds_keeps_the_champion_and_moves_the_checkpoint(served_project):
-    spec, store, fresh = served_project
-    _log_and_label(store, spec, fresh, fresh["ui"])
-    result = maintain_project(spec, store)
+def test_same_population_keeps_the_champion_and_retrains_nothing(shop):
+    shop.log(shop.unseen_early)
+    result = maintain_project(shop.spec(), shop.store)
     assert (result.outcome, result.exit_code) == ("goal_holds", 0)
-    assert store.monitor_windows(spec.project)[-1]["rows"] == 400
-    again = maintain_project(spec, store)
-    assert again.outcome == "waiting"
+    assert _gates(result) == [("maintenance", "goal_holds", "pass", "keep")]
+    assert [v.version for v in shop.store.model_versions("shop")] == [1]
+    assert maintain_project(shop.spec(), shop.store).outcome == "waiting"  # the checkpoint moved past those labels
 
 
-def test_breached_goal_retrains_but_keeps_a_champion_the_challenger_cannot_beat(served_project):
-    spec, store, fresh = served_project
-    flipped = fresh["ui"].map({"yes": "no", "no": "yes"})  # the concept inverted: no model of the past can follow
-    _log_and_label(store, spec, fresh, flipped)
-    result = maintain_project(spec, store)
-    assert (result.outcome, result.exit_code) == ("kept_champion", 1)
-    gates = [(d.gate, d.verdict, d.action) for d in result.decisions]
-    assert gates[0] == ("goal_holds", "fail", "retrain")
-    assert gates[-1] == ("challenger_vs_champion", "fail", "keep_champion")
-    assert store.alias(spec.project, "champion").version == 1
-    assert store.alias(spec.project, "challenger").version == 2
-    assert store.alerts(spec.project)[-1]["kind"] == "goal_breached"
+def test_population_shift_retrains_once_and_the_promotion_restores_the_goal(shop):
+    spec = shop.spec(retrain={"window": "auto"})
+    shop.log(shop.months(13, 16))
+    result = maintain_project(spec, shop.store)
+    assert (result.outcome, result.exit_code) == ("promoted", 0), result.explanation
+    assert _gates(result)[:3] == [("maintenance", "goal_holds", "fail", "alert"),
+                                  ("maintenance", "policy", "info", "retrain"),
+                                  ("data", "enough_data", "pass", "proceed")]
+    windows = [d.evidence["window"] for d in result.decisions if d.stage == "model" and d.gate == "goal"]
+    assert windows == ["all", "recent", "weighted"]
+    champion = shop.store.alias("shop", "champion")
+    assert champion.version == 2 and champion.lineage["retrained_from"] == 1
+    assert champion.lineage["window"] == _retrains(shop.store)[0].evidence["window"]
+    assert result.decisions[-1].action == "promote" and "beats the champion beyond the noise" in result.explanation
+
+    later = shop.months(17, 17)  # a month no model has seen: the new champion meets the goal there
+    model = TrainedModel.from_bytes(shop.store.read_model(champion), root=shop.root)
+    assert evaluate(model, later, spec.business.goal, n_boot=50).met
+    shop.log(later)
+    again = maintain_project(spec, shop.store)
+    assert again.outcome == "goal_holds" and len(_retrains(shop.store)) == 1
 
 
-def test_a_failing_champion_is_replaced_by_a_challenger_that_meets_the_goal(served_project):
-    spec, store, fresh = served_project
-    champion = store.alias(spec.project, "champion")
-    frame = pd.read_csv(spec.root / "benefits.csv").drop(columns=["bluecol"])
-    frame["ui"] = frame["ui"].sample(frac=1.0, random_state=0).to_numpy()  # a champion that learned noise
-    noise = search(frame, target="ui", task="binary", goal=spec.business.goal, positive="yes",
-                   plan=SearchPlan(families=("linear",), folds=3))
-    weak = store.register_model(spec.project, run_id=None, snapshot_id=champion.snapshot_id, input_key="noise",
-                                model_bytes=noise.model.to_bytes(), spec_hash="x", family="linear",
-                                metrics={"holdout": {"value": 0.0}}, operating_point={}, lineage={})
-    store.set_alias(spec.project, "champion", weak.version, actor="test", reason="inject a weak champion")
-    _log_and_label(store, spec, fresh, fresh["ui"])
-    result = maintain_project(spec, store)
-    assert (result.outcome, result.exit_code) == ("promoted", 0)
-    promoted = store.alias(spec.project, "champion")
-    assert promoted.version == 3 and promoted.lineage["retrained_from"] == weak.version
-    assert result.decisions[-1].action == "promote"
-    assert "challenger meets the goal and beats the champion" in result.decisions[-1].summary
+def test_a_challenger_that_does_not_beat_the_champion_beyond_the_noise_is_never_promoted(shop):
+    # Prices fall for three months, then the newest labeled sales look like the old ones again: the
+    # challenger learned the fall, and on the newest rows the champion is as good or better.
+    shop.log(shop.months(17, 19))
+    shop.log(shop.unseen_early)
+    share = len(shop.unseen_early) / (len(shop.months(17, 19)) + len(shop.unseen_early))
+    result = maintain_project(shop.spec(compare={"share": round(share, 3)}), shop.store)
+    assert (result.outcome, result.exit_code) == ("kept_champion", 1), result.explanation
+    assert shop.store.alias("shop", "champion").version == 1
+    assert shop.store.alias("shop", "challenger").version == 2
+    last = result.decisions[-1]
+    assert (last.gate, last.verdict, last.action) == ("challenger_vs_champion", "fail", "keep_champion")
+    assert not last.evidence["paired"]["better"] and last.evidence["paired"]["rows"] == len(shop.unseen_early)
+    assert "paired bootstrap interval" in last.summary
+    assert not any(d.action == "promote" for d in shop.store.decisions("shop") if d.stage == "maintenance")
+
+
+def test_a_retrain_whose_windows_all_miss_the_goal_keeps_the_champion_and_says_why(shop):
+    rows = shop.months(13, 16)
+    noise = rows["price"].sample(frac=1.0, random_state=1).to_numpy()  # prices unrelated to the machines
+    shop.log(rows, pd.Series(noise))
+    result = maintain_project(shop.spec(), shop.store)
+    assert (result.outcome, result.exit_code) == ("retrain_failed", 1)
+    assert "no training window passes the Model gate" in result.explanation
+    last = result.decisions[-1]
+    assert (last.gate, last.verdict, last.action) == ("retrain", "fail", "keep_champion")
+    assert "champion v1 keeps serving" in last.summary
+    assert [v.version for v in shop.store.model_versions("shop")] == [1]
+
+
+def test_the_cooldown_holds_back_a_second_retrain(shop):
+    spec = shop.spec(cooldown="1h")
+    shop.log(shop.months(13, 16))
+    assert maintain_project(spec, shop.store).outcome in ("promoted", "kept_champion")
+    shop.log(shop.months(19, 20))  # prices moved again: the goal is breached again
+    second = maintain_project(spec, shop.store)
+    assert (second.outcome, second.exit_code) == ("alert_only", 1)
+    policy = next(d for d in second.decisions if d.gate == "policy")
+    assert policy.action == "alert" and "held back by the cool-down" in policy.summary
+    assert "maintenance.cooldown 1h" in policy.summary
+    assert len(_retrains(shop.store)) == 1
+
+
+def test_human_approval_registers_the_challenger_and_leaves_the_champion(shop):
+    shop.log(shop.months(13, 16))
+    result = maintain_project(shop.spec(approval="human"), shop.store)
+    assert (result.outcome, result.exit_code) == ("awaiting_approval", 5)
+    assert shop.store.alias("shop", "champion").version == 1
+    assert shop.store.alias("shop", "challenger").version == 2
+    assert "promote it with `loopml models promote 2 --reason" in result.decisions[-1].summary
+    promote(shop.store, "shop", 2, reason="reviewed the comparison", actor="ana")
+    assert shop.store.alias("shop", "champion").version == 2
+
+
+def test_an_alert_the_policy_only_reports_changes_nothing(shop):
+    shop.store.add_alert("shop", window_id=None, kind="drift", detail={"summary": "speed drifted"})
+    result = maintain_project(shop.spec(on={"drift": "alert"}), shop.store)
+    assert (result.outcome, result.exit_code) == ("alert_only", 1)
+    policy = next(d for d in result.decisions if d.gate == "policy")
+    assert "drift → alert: the policy only alerts on these (maintenance.on)" in policy.summary
+    assert maintain_project(shop.spec(on={"drift": "alert"}), shop.store).outcome == "waiting"  # read once
+
+
+def test_a_breach_without_enough_new_labels_waits_for_them(shop):
+    shop.store.add_alert("shop", window_id=None, kind="goal_breached", detail={"summary": "mae 260 > 200"})
+    result = maintain_project(shop.spec(), shop.store)
+    assert (result.outcome, result.exit_code, result.action) == ("alert_only", 1, "wait")
+    assert "a retrain needs 40 new labeled rows" in result.explanation
+
+
+def test_a_pass_records_its_run_and_every_decision_under_it(shop):
+    shop.log(shop.months(13, 16))
+    result = maintain_project(shop.spec(), shop.store)
+    run = next(r for r in shop.store.runs("shop") if r["id"] == result.run_id)
+    assert (run["kind"], run["status"]) == ("maintain", result.outcome)
+    assert {d.run_id for d in result.decisions} == {result.run_id}
+    assert shop.store.lock_holder("shop", "maintain") is None  # released
+
+
+def test_the_alerts_of_a_real_monitor_pass_drive_the_policy(shop):
+    from loopml.operations.monitor import monitor_project
+
+    spec = shop.spec(on={"drift": "collect_then_retrain", "goal_breached": "retrain"})
+    shop.log(shop.months(13, 16))
+    kinds = {a.kind for a in monitor_project(spec, shop.store).alerts}
+    assert {"drift", "goal_breached"} <= kinds
+    result = maintain_project(spec, shop.store)
+    policy = next(d for d in result.decisions if d.gate == "policy")
+    assert policy.action == "collect_then_retrain" and "drift → collect_then_retrain" in policy.summary
+    assert {s["origin"] for s in policy.evidence["signals"]} == {"monitor", "maintain"}
+    assert result.outcome == "promoted"
+    assert maintain_project(spec, shop.store).outcome == "waiting"  # the monitor's alerts are read once

@@ -5,7 +5,7 @@ import pytest
 
 from loopml.errors import ModelError
 from loopml.model import SearchPlan, TrainedModel, search
-from loopml.spec import CleanSpec, GoalSpec
+from loopml.spec import CleanSpec, CostsSpec, GoalSpec
 
 AUC = GoalSpec(metric="roc_auc", at_least=0.6)
 
@@ -128,4 +128,81 @@ def test_a_malformed_calibration_is_a_model_error(benefits_model):
         TrainedModel.from_bytes(json.dumps(d).encode())
     d["calibration"] = {"method": "beta"}
     with pytest.raises(ModelError, match="calibration method must be sigmoid or isotonic"):
+        TrainedModel.from_bytes(json.dumps(d).encode())
+
+
+@pytest.fixture(scope="module")
+def costed_model(iris):
+    costs = CostsSpec(per_class={"versicolor": 5})
+    return search(iris, target="target", task="multiclass", goal=GoalSpec(metric="accuracy", at_least=0.5),
+                  costs=costs, plan=SearchPlan(families=("linear",), folds=3)).model
+
+
+def test_per_class_costs_round_trip_with_identical_decisions(costed_model, iris):
+    X = iris.drop(columns=["target"])
+    loaded = TrainedModel.from_bytes(costed_model.to_bytes())
+    assert loaded.class_costs == costed_model.class_costs == [1.0, 5.0, 1.0]
+    assert json.loads(costed_model.to_bytes())["class_costs"] == [1.0, 5.0, 1.0]
+    assert np.array_equal(loaded.predict(X), costed_model.predict(X))
+
+
+@pytest.mark.parametrize("costs, message", [
+    ([1.0, 5.0], "class_costs need one positive cost per class \\(3\\); got \\[1.0, 5.0\\]"),
+    ([1.0, 0.0, 1.0], "class_costs need one positive cost per class"),
+    ({"versicolor": 5}, "class_costs must be a list of numbers, one per class"),
+])
+def test_malformed_class_costs_are_a_model_error(costed_model, costs, message):
+    d = costed_model.to_dict()
+    d["class_costs"] = costs
+    with pytest.raises(ModelError, match=message):
+        TrainedModel.from_bytes(json.dumps(d).encode())
+
+
+def test_class_costs_on_a_binary_model_are_refused(benefits_model):
+    d = benefits_model.to_dict()
+    d["class_costs"] = [1.0, 2.0]
+    with pytest.raises(ModelError, match="class_costs weigh multiclass decisions; this model's task is 'binary'"):
+        TrainedModel.from_bytes(json.dumps(d).encode())
+
+
+@pytest.fixture(scope="module")
+def hooked(tmp_path_factory, iris):
+    """A model trained with a feature hook (the petal area) in a project folder of its own."""
+    root = tmp_path_factory.mktemp("hooked_project")
+    (root / "artifact_hook.py").write_text(
+        "def area(df):\n    df['petal_area'] = df['petal length (cm)'] * df['petal width (cm)']\n    return df\n")
+    model = search(iris, target="target", task="multiclass", goal=GoalSpec(metric="accuracy", at_least=0.5),
+                   plan=SearchPlan(families=("linear",), folds=3), feature_hook="artifact_hook:area",
+                   hook_root=root).model
+    return root, model
+
+
+def test_a_hooked_model_records_the_hook_but_never_the_project_folder(hooked):
+    root, model = hooked
+    text = model.to_bytes().decode()
+    assert json.loads(text)["feature_hook"] == "artifact_hook:area"
+    assert "petal_area" in model.preprocessor.columns
+    assert str(root) not in text and root.name not in text
+
+
+def test_a_hooked_model_loaded_with_its_root_predicts_as_trained(hooked, iris):
+    root, model = hooked
+    X = iris.drop(columns=["target"])
+    loaded = TrainedModel.from_bytes(model.to_bytes(), root=root)
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_a_hooked_model_loaded_without_a_root_names_the_hook_and_the_fix(hooked, iris):
+    _, model = hooked
+    loaded = TrainedModel.from_bytes(model.to_bytes())
+    with pytest.raises(ModelError, match="this model applies the feature hook 'artifact_hook:area', which is imported "
+                                         "from the project folder, and it was loaded without one: load it with "
+                                         "TrainedModel.from_bytes\\(data, root=PROJECT_FOLDER\\)"):
+        loaded.predict(iris.drop(columns=["target"]))
+
+
+def test_a_malformed_feature_hook_in_a_file_is_a_model_error(hooked):
+    d = hooked[1].to_dict()
+    d["feature_hook"] = "no colon"
+    with pytest.raises(ModelError, match="feature_hook must be 'module:function'; got 'no colon'"):
         TrainedModel.from_bytes(json.dumps(d).encode())

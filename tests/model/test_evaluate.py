@@ -115,7 +115,8 @@ def test_a_met_goal_has_nothing_to_diagnose(operating_result, benefits_split, op
 def test_labels_the_model_never_saw_are_named(iris):
     train = iris[iris["target"] != "virginica"].assign(target=lambda d: d["target"].where(d.index % 3 > 0, "other"))
     goal = GoalSpec(metric="accuracy", at_least=0.5)
-    result = search(train, target="target", task="multiclass", goal=goal, plan=SearchPlan(families=("linear",), folds=3))
+    result = search(train, target="target", task="multiclass", goal=goal,
+                    plan=SearchPlan(families=("linear",), folds=3))
     with pytest.raises(ModelError, match="label\\(s\\) \\['virginica'\\] the model never saw"):
         evaluate(result.model, iris, goal)
 
@@ -124,3 +125,47 @@ def test_single_row_latency_is_measured(operating_result, benefits_split):
     _, holdout = benefits_split
     latency = predict_latency_ms(operating_result.model, holdout.drop(columns=["ui"]), n=50)
     assert 0 < latency["p50"] <= latency["p99"] < 100
+
+
+def test_goal_gated_on_the_ci_bound_needs_the_lower_end_to_meet_it(diabetes_result, diabetes_split):
+    _, holdout = diabetes_split
+    value = evaluate(diabetes_result.model, holdout, GoalSpec(metric="r2", at_least=0.0), n_boot=200).value
+    point = evaluate(diabetes_result.model, holdout, GoalSpec(metric="r2", at_least=round(value - 0.01, 3)))
+    bound = evaluate(diabetes_result.model, holdout,
+                     GoalSpec(metric="r2", at_least=round(value - 0.01, 3), gate_on="ci_bound"))
+    assert point.met and point.gate["text"] == f"point estimate {value:.3f} >= {round(value - 0.01, 3):g}"
+    assert not bound.met and bound.ci_low < value - 0.01
+    assert bound.gate_value == bound.ci_low and bound.gate["text"].startswith(f"lower 95% bound {bound.ci_low:.3f} < ")
+
+
+def test_an_at_most_goal_gated_on_the_ci_bound_judges_the_upper_end(diabetes_result, diabetes_split):
+    _, holdout = diabetes_split
+    value = evaluate(diabetes_result.model, holdout, GoalSpec(metric="rmse", at_most=1e6), n_boot=200).value
+    goal = GoalSpec(metric="rmse", at_most=round(value + 1, 1), gate_on="ci_bound")
+    ev = evaluate(diabetes_result.model, holdout, goal)
+    assert not ev.met and ev.value <= goal.at_most < ev.ci_high
+    assert ev.gate["text"] == f"upper 95% bound {ev.ci_high:.3f} > {goal.at_most:g}"
+
+
+def test_operating_point_constraints_keep_their_point_value_under_a_ci_gate(operating_result, benefits_split):
+    _, holdout = benefits_split
+    goal = GoalSpec.model_validate({"metric": "recall", "at_least": 0.5, "with": {"precision": 0.6},
+                                    "gate_on": "ci_bound"})
+    ev = evaluate(operating_result.model, holdout, goal, n_boot=200)
+    assert ev.gate["value"] == ev.ci_low and ev.constraints["precision"]["met"] == (ev.metrics["precision"] >= 0.6)
+
+
+def test_a_goal_missed_on_its_bound_is_diagnosed_by_the_bound_s_gap(diabetes_result, diabetes_split, diabetes):
+    _, holdout = diabetes_split
+    value = evaluate(diabetes_result.model, holdout, GoalSpec(metric="r2", at_least=0.0), n_boot=200).value
+    goal = GoalSpec(metric="r2", at_least=round(value - 0.01, 3), gate_on="ci_bound")
+    ev = evaluate(diabetes_result.model, holdout, goal)
+    d = diagnose(diabetes_result, ev, goal, plan=SearchPlan(), rows_available=len(diabetes))
+    assert d.evidence["gap"] == pytest.approx(goal.at_least - ev.ci_low)
+
+
+def test_an_unknown_gate_is_refused(diabetes_result, diabetes_split):
+    _, holdout = diabetes_split
+    goal = GoalSpec(metric="r2", at_least=0.1).model_copy(update={"gate_on": "median"})
+    with pytest.raises(ModelError, match="goal.gate_on: found 'median'; allowed: 'point', 'ci_bound'"):
+        evaluate(diabetes_result.model, holdout, goal, n_boot=50)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
@@ -66,6 +71,58 @@ def running(app) -> Iterator[str]:
         thread.join(10)
 
 
+@dataclass(frozen=True)
+class Process:
+    """A server in its own process: its base URL and the process (the uvicorn supervisor with workers)."""
+
+    url: str
+    proc: subprocess.Popen
+
+
+@contextmanager
+def spawned(args: list[str], env: dict[str, str], *, ready_path: str = "/ready",
+            timeout_s: float = 90) -> Iterator[Process]:
+    """Run ``python ARGS`` (with ``--port PORT`` appended) until it answers ``ready_path``; stop it with SIGINT.
+
+    ``env`` is added to this process's environment.
+    """
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, *args, "--port", str(port)], env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited early with code {proc.returncode}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer {ready_path} within {timeout_s} s")
+            time.sleep(0.1)
+        yield Process(url=url, proc=proc)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)  # uvicorn's graceful stop, as Ctrl-C
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def toy_frame(n: int = 90, seed: int = 0) -> pd.DataFrame:
+    """Small synthetic rows: x (numeric), c (category), kind (3 classes), amount (numeric), flag (2 classes)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"x": x, "c": rng.choice(["p", "q"], size=n),
+                         "kind": np.where(x < -0.4, "a", np.where(x < 0.4, "b", "c")),
+                         "amount": 2 * x + rng.normal(scale=0.1, size=n),
+                         "flag": np.where(x + rng.normal(scale=0.5, size=n) > 0, "hi", "lo")})
+
+
 def _benefits() -> pd.DataFrame:
     csv = _DATA / "benefits.csv"
     if csv.exists():
@@ -78,15 +135,18 @@ def _benefits() -> pd.DataFrame:
 
 
 def register(store: Store, project: str, train: pd.DataFrame, *, target: str, task: str, goal: GoalSpec,
-             positive=None) -> tuple[TrainedModel, DataContract, ModelVersion]:
-    """Search a linear model on ``train``, register it with its contract and make it champion."""
+             positive=None, key: str = "k") -> tuple[TrainedModel, DataContract, ModelVersion]:
+    """Search a linear model on ``train``, register it with its contract and make it champion.
+
+    ``key`` names the snapshot and the version; give each version of one project its own.
+    """
     result = search(train, target=target, task=task, goal=goal, positive=positive,
                     plan=SearchPlan(families=("linear",), folds=3))
     contract = infer_contract(train, target=target, task=task)
-    snapshot = store.save_snapshot(project, input_key="k", data=frame_to_parquet(train), data_hash=frame_hash(train),
+    snapshot = store.save_snapshot(project, input_key=key, data=frame_to_parquet(train), data_hash=frame_hash(train),
                                    rows=len(train), columns=train.shape[1], contract=contract.model_dump(mode="json"),
                                    report={})
-    version = store.register_model(project, run_id=None, snapshot_id=snapshot.id, input_key="k",
+    version = store.register_model(project, run_id=None, snapshot_id=snapshot.id, input_key=key,
                                    model_bytes=result.model.to_bytes(), spec_hash="test", family=result.model.family,
                                    metrics={}, operating_point=result.operating_point, lineage={})
     store.set_alias(project, "champion", version.version, actor="test", reason="fixture")
@@ -128,6 +188,18 @@ def _register_fixture():
 @pytest.fixture
 def unused_port() -> int:
     return free_port()
+
+
+@pytest.fixture(name="toy_frame", scope="session")
+def _toy_frame_fixture():
+    """``toy_frame(n, seed)``: small synthetic rows (see :func:`toy_frame`)."""
+    return toy_frame
+
+
+@pytest.fixture(scope="session")
+def spawn():
+    """``spawn(args, env)``: a context manager running a server in its own process (see :func:`spawned`)."""
+    return spawned
 
 
 @pytest.fixture(scope="session")

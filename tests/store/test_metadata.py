@@ -1,11 +1,15 @@
 """The metadata store on SQLite and PostgreSQL: migrations, decisions, one-transaction registration, aliases."""
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from loopml.decisions import Decision
-from loopml.errors import ArtifactError, StoreError
+from loopml.errors import ArtifactError, ConflictError, StoreError
 from loopml.store import Store
+from loopml.store.metadata import _MIGRATIONS
 
 
 def _snapshot(store, project="p", key="k"):
@@ -21,8 +25,13 @@ def _register(store, project="p", data=b'{"format": "loopml.model/1"}', **kw):
                                 lineage={"packages": {}}, **kw)
 
 
+def _head() -> str:
+    """The newest migration, read from the migration scripts themselves."""
+    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+
+
 def test_schema_is_migrated_to_head(store):
-    assert store.schema_version() == "0001"
+    assert store.schema_version() == _head() == max(p.name[:4] for p in (_MIGRATIONS / "versions").glob("0*.py"))
 
 
 def test_sqlite_store_uses_wal_in_the_project_folder(tmp_path):
@@ -50,8 +59,8 @@ def test_decisions_round_trip_with_numpy_evidence(store):
     run = store.start_run("p", "run", "h" * 64)
     store.record_decision("p", Decision(stage="model", gate="goal", verdict="fail", action="widen", next_stage="model",
                                         summary="recall 0.7 < 0.8", run_id=run,
-                                        evidence={"recall": np.float64(0.7), "n": np.int64(976), "ci": np.array([0.6, 0.8]),
-                                                  "missing": float("nan")}))
+                                        evidence={"recall": np.float64(0.7), "n": np.int64(976),
+                                                  "ci": np.array([0.6, 0.8]), "missing": float("nan")}))
     [d] = store.decisions("p")
     assert (d.stage, d.verdict, d.next_stage, d.run_id) == ("model", "fail", "model", run)
     assert d.evidence == {"recall": 0.7, "n": 976, "ci": [0.6, 0.8], "missing": None}
@@ -59,8 +68,9 @@ def test_decisions_round_trip_with_numpy_evidence(store):
 
 
 def test_decisions_are_per_project(store):
-    store.record_decision("a", Decision(stage="data", gate="g", verdict="pass", action="x", next_stage=None, summary="a"))
-    store.record_decision("b", Decision(stage="data", gate="g", verdict="pass", action="x", next_stage=None, summary="b"))
+    for project in ("a", "b"):
+        store.record_decision(project, Decision(stage="data", gate="g", verdict="pass", action="x", next_stage=None,
+                                                summary=project))
     assert [d.summary for d in store.decisions("a")] == ["a"]
 
 
@@ -157,9 +167,140 @@ def test_runs_record_their_outcome(store):
 
 def test_reopening_an_existing_store_keeps_its_rows(tmp_path):
     s = Store.open(tmp_path)
-    s.record_decision("p", Decision(stage="data", gate="g", verdict="pass", action="x", next_stage=None, summary="kept"))
+    s.record_decision("p", Decision(stage="data", gate="g", verdict="pass", action="x", next_stage=None,
+                                    summary="kept"))
     s.close()
     again = Store.open(tmp_path)
     assert [d.summary for d in again.decisions("p")] == ["kept"]
     with again.engine.connect() as conn:
         assert "model_versions" in sa.inspect(conn).get_table_names()
+
+
+# -- registry: the registering decision, archiving, lineage ------------------------------------------
+
+
+def _archive(store, version, project="p"):
+    return store.archive_model(project, version, decision=Decision(
+        stage="operations", gate="registry", verdict="info", action="archive", next_stage=None,
+        summary=f"v{version} archived", evidence={"version": version}))
+
+
+def test_a_version_links_the_decision_that_registered_it(store):
+    mv = _register(store, decision=Decision(stage="model", gate="goal", verdict="pass", action="register",
+                                            next_stage="operations", summary="met"))
+    assert store.registered_by(mv).summary == "met"
+    assert store.registered_by(_register(store, data=b'{"v": 2}', input_key="m2")) is None
+
+
+def test_registration_records_runtime_versions_and_no_git_commit_outside_a_repository(store):
+    lineage = _register(store).lineage
+    assert lineage["git_commit"] is None
+    assert set(lineage["packages"]) >= {"python", "loopml"}
+
+
+def test_registration_records_the_git_commit_of_the_project_folder(tmp_path):
+    import subprocess
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    (tmp_path / "loopml.yaml").write_text("project: p\n")
+    for args in (["init", "-q"], ["add", "loopml.yaml"], ["commit", "-q", "-m", "spec"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    s = Store.open(tmp_path)
+    assert _register(s).lineage["git_commit"] == head
+    s.close()
+
+
+def test_archived_versions_take_no_alias(store):
+    _register(store, data=b'{"v": 1}')
+    _register(store, data=b'{"v": 2}', input_key="m2")
+    _archive(store, 1)
+    assert store.model_version("p", 1).status == "archived"
+    with pytest.raises(ConflictError, match="model version 1 of project 'p' is archived and cannot become champion"):
+        store.set_alias("p", "champion", 1, actor="t", reason="x")
+
+
+def test_the_champion_cannot_be_archived(store):
+    _register(store)
+    store.set_alias("p", "champion", 1, actor="t", reason="first")
+    with pytest.raises(ConflictError, match="model version 1 is the champion of project 'p' and cannot be archived; "
+                                            "promote another version first"):
+        _archive(store, 1)
+    assert store.model_version("p", 1).status == "registered"
+
+
+def test_reuse_by_input_key_skips_archived_versions(store):
+    _register(store, input_key="same")
+    _archive(store, 1)
+    assert store.find_model("p", "same") is None
+
+
+def test_alias_history_names_versions_actors_and_reasons(store):
+    _register(store, data=b'{"v": 1}')
+    mv2 = _register(store, data=b'{"v": 2}', input_key="m2")
+    store.set_alias("p", "champion", 1, actor="ana", reason="first")
+    store.set_alias("p", "champion", 2, actor="bo", reason="better")
+    [move] = store.alias_history("p", mv2.id)
+    assert (move["alias"], move["version"], move["previous_version"], move["actor"], move["reason"]) == \
+        ("champion", 2, 1, "bo", "better")
+
+
+# -- migrations: an existing 0001 store upgrades in place ---------------------------------------------
+
+
+def _at_revision(url: str, revision: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return engine
+
+
+def _fill_0001(engine: sa.Engine) -> None:
+    """Rows as a 0001 store holds them: a run that registered v1 with its decision, an alias, a prediction."""
+    at = "2024-05-01 12:00:00"
+    with engine.begin() as conn:
+        for sql in (
+            "INSERT INTO runs (id, project, kind, spec_hash, status, started_at) VALUES (1, 'p', 'run', 'h', "
+            f"'registered', '{at}')",
+            "INSERT INTO decisions (id, project, run_id, stage, gate, verdict, action, summary, evidence, actor, at) "
+            f"VALUES (1, 'p', 1, 'data', 'enough_data', 'pass', 'model', 'enough', '{{}}', 'loopml', '{at}')",
+            "INSERT INTO decisions (id, project, run_id, stage, gate, verdict, action, summary, evidence, actor, at) "
+            f"VALUES (2, 'p', 1, 'model', 'goal', 'pass', 'register', 'goal met', '{{}}', 'loopml', '{at}')",
+            "INSERT INTO artifacts (id, project, kind, path, sha256, size, created_at) VALUES "
+            f"(1, 'p', 'snapshot', 'snapshots/a.parquet', '{'a' * 64}', 3, '{at}')",
+            "INSERT INTO artifacts (id, project, kind, path, sha256, size, created_at) VALUES "
+            f"(2, 'p', 'model', 'models/b.json', '{'b' * 64}', 2, '{at}')",
+            "INSERT INTO snapshots (id, project, input_key, data_hash, artifact_id, rows, columns, contract, report, "
+            f"created_at) VALUES (1, 'p', 'k', 'd', 1, 10, 3, '{{}}', '{{}}', '{at}')",
+            "INSERT INTO model_versions (id, project, version, input_key, run_id, snapshot_id, artifact_id, spec_hash, "
+            "family, metrics, operating_point, lineage, status, created_at) VALUES (1, 'p', 1, 'm', 1, 1, 2, 's', "
+            f"'linear', '{{}}', '{{}}', '{{}}', 'registered', '{at}')",
+            f"INSERT INTO aliases (project, alias, model_version_id, updated_at) VALUES ('p', 'champion', 1, '{at}')",
+            "INSERT INTO predictions (seq, id, project, model_version_id, features, prediction, created_at) VALUES "
+            f"(1, 'a1', 'p', 1, '{{}}', '\"yes\"', '{at}')",
+        ):
+            conn.exec_driver_sql(sql)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_0001_store_upgrades_without_losing_rows(dialect, tmp_path, request):
+    url = request.getfixturevalue("postgres_url") if dialect == "postgresql" else \
+        f"sqlite:///{tmp_path / 'old.db'}"
+    engine = _at_revision(url, "0001")
+    _fill_0001(engine)
+    tables = ("runs", "decisions", "artifacts", "snapshots", "model_versions", "aliases", "predictions")
+    with engine.connect() as conn:
+        before = {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() for name in tables}
+    engine.dispose()
+    s = Store.open(tmp_path, url=url)
+    assert s.schema_version() == _head()
+    with s.engine.connect() as conn:
+        assert {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() for name in tables} == before
+    [mv] = s.model_versions("p")
+    assert (mv.version, mv.aliases, mv.decision_id) == (1, ("champion",), 2)
+    assert s.registered_by(mv).summary == "goal met"
+    assert s.prediction_count("p") == 1
+    s.close()

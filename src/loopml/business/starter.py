@@ -57,7 +57,8 @@ def draft_spec(data_path: Path, *, target: str | None = None, spec_dir: Path | N
         raise DataError(f"{data_path.name}: the file holds no rows; loopml needs labeled rows to start from")
     candidates = _candidates(frame)
     if target is not None and target not in frame.columns:
-        raise DataError(f"--target: column '{target}' is not in {data_path.name}; columns: {', '.join(map(str, frame.columns))}")
+        columns = ", ".join(map(str, frame.columns))
+        raise DataError(f"--target: column '{target}' is not in {data_path.name}; columns: {columns}")
     if target is None:
         if not candidates:
             raise DataError(f"{data_path.name}: no column looks like a target (every column is constant or unique); "

@@ -12,6 +12,9 @@ each model trains on, so neither a validation fold nor the holdout shapes it.
 [1, 500, 999]
 >>> Cleaner.from_dict(cleaner.to_dict()).describe()
 ["clip 'x' to [1, 999] (0.1%-99.9% quantiles of 1,001 training rows; 2 training values outside)"]
+
+With ``label_noise: drop`` the model stage also drops the training rows whose given label
+:func:`find_label_issues` finds very likely wrong; the locked holdout keeps every row.
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from loopml.errors import DataError
+from loopml.errors import DataError, ModelError
 
 if TYPE_CHECKING:
     from loopml.spec import CleanSpec
 
-__all__ = ["Cleaner", "resolve_imbalance"]
+__all__ = ["Cleaner", "find_label_issues", "resolve_imbalance"]
 
 QUANTILES = (0.001, 0.999)
 # Under this share of rows the smallest class is "imbalanced" for imbalance: auto (then: class weights).
 AUTO_MINORITY_SHARE = 0.2
+LABEL_ISSUE_FOLDS = 5
+# Confident learning never flags a class below this many rows: a class must survive to be cross-validated.
+_MIN_CLASS_ROWS = 10
 
 
 def resolve_imbalance(policy: str, minority_share: float | None, task: str) -> str:
@@ -45,6 +51,71 @@ def resolve_imbalance(policy: str, minority_share: float | None, task: str) -> s
     if policy == "auto":
         return "weights" if minority_share < AUTO_MINORITY_SHARE else "none"
     return policy
+
+
+def find_label_issues(X: pd.DataFrame, y: Any, *, task: str, seed: int = 0,
+                      folds: int = LABEL_ISSUE_FOLDS) -> np.ndarray:
+    """Boolean mask of the rows of ``X`` whose given label ``y`` is very likely wrong.
+
+    Confident learning (Northcutt et al., 2021; cleanlab's ``find_label_issues``) on out-of-fold class
+    probabilities of a small seeded LightGBM (``folds`` stratified folds, one thread, so one seed gives
+    one mask on any machine). Classification only; a class is never cut below 10 rows, and a class
+    too small to cross-validate flags nothing.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"x": rng.normal(size=600)})
+    >>> y = (X["x"] > 0).to_numpy(dtype=int)
+    >>> y[:30] = 1 - y[:30]  # 30 labels flipped
+    >>> mask = find_label_issues(X, y, task="binary", seed=0)
+    >>> int(mask[:30].sum()) >= 25, int(mask[30:].sum()) <= 10
+    (True, True)
+    """
+    if task not in ("binary", "multiclass"):
+        raise DataError(f"label-noise cleaning finds wrong class labels, so it needs task 'binary' or 'multiclass'; "
+                        f"found task '{task}': set data.clean.label_noise: keep")
+    codes, classes = pd.factorize(pd.Series(np.asarray(y, dtype=object)), sort=True)
+    if len(codes) != len(X):
+        raise DataError(f"find_label_issues got {len(X)} feature rows but {len(codes)} labels; give one label per row")
+    if (codes < 0).any():
+        raise DataError(f"{int((codes < 0).sum())} label(s) are missing; drop those rows before cleaning labels")
+    smallest = int(np.bincount(codes).min()) if len(classes) > 1 else 0
+    folds = min(folds, smallest)
+    if folds < 2:  # one class, or a class of one row: nothing to judge a label against
+        return np.zeros(len(codes), dtype=bool)
+    features, categorical = _label_features(X, seed)
+    if features is None:
+        return np.zeros(len(codes), dtype=bool)
+    proba = _out_of_fold_proba(features, categorical, codes, len(classes), folds, seed)
+    from cleanlab.filter import find_label_issues as _confident_learning
+
+    # n_jobs=1: cleanlab's worker processes gain nothing at this size and make the result depend on the machine.
+    return np.asarray(_confident_learning(codes, proba, min_examples_per_class=_MIN_CLASS_ROWS, n_jobs=1), dtype=bool)
+
+
+def _label_features(X: pd.DataFrame, seed: int) -> tuple[np.ndarray | None, list[int]]:
+    """``X`` encoded as the model stage's tree models see it (labels learn nothing here); None if nothing is usable."""
+    from loopml.model.features import Preprocessor  # loopml.model imports this module
+
+    try:
+        pre = Preprocessor(seed=seed).fit(X)
+        return pre.transform(X, "tree"), pre.categorical_indices("tree")
+    except ModelError:  # every column dropped (constant, id-like): no feature to judge a label by
+        return None, []
+
+
+def _out_of_fold_proba(features: np.ndarray, categorical: list[int], codes: np.ndarray, k: int, folds: int,
+                       seed: int) -> np.ndarray:
+    import lightgbm as lgb
+    from sklearn.model_selection import StratifiedKFold
+
+    proba = np.zeros((len(codes), k))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fit, held in splitter.split(features, codes):
+        model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=15, min_child_samples=20,
+                                   max_bin=63, random_state=seed, n_jobs=1, verbose=-1)
+        model.fit(features[fit], codes[fit], categorical_feature=categorical or "auto")
+        proba[np.ix_(held, model.classes_)] = model.predict_proba(features[held])
+    return proba
 
 
 def _is_numeric(series: pd.Series) -> bool:

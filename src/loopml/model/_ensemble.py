@@ -22,17 +22,24 @@ from loopml.model._calibration import log_loss
 __all__ = ["SELECTION", "better", "combine", "greedy", "selection_metric", "selection_score"]
 
 # The threshold-free metrics the search ranks trials and ensembles by; True: greater is better.
-SELECTION = {"roc_auc": True, "log_loss": False, "rmse": False, "mae": False}
+SELECTION = {"roc_auc": True, "roc_auc_ovr": True, "log_loss": False, "rmse": False, "mae": False}
 
 
 def selection_metric(goal_metric: str, task: str) -> str:
     """The goal metric's threshold-free counterpart: roc_auc (binary), log_loss (multiclass), rmse or mae.
 
+    A multiclass goal of ``roc_auc_ovr`` is threshold-free already and ranks by itself: log loss
+    rewards calibration, which a ranking goal does not ask for.
+
     >>> [selection_metric(m, t) for m, t in [("recall", "binary"), ("accuracy", "multiclass"), ("r2", "regression")]]
     ['roc_auc', 'log_loss', 'rmse']
+    >>> selection_metric("roc_auc_ovr", "multiclass")
+    'roc_auc_ovr'
     """
     if task == "regression":
         return "mae" if goal_metric == "mae" else "rmse"
+    if task == "multiclass" and goal_metric == "roc_auc_ovr":
+        return "roc_auc_ovr"
     if goal_metric == "log_loss" or task == "multiclass":
         return "log_loss"
     return "roc_auc"
@@ -41,14 +48,10 @@ def selection_metric(goal_metric: str, task: str) -> str:
 def selection_score(metric: str, y: np.ndarray, scores: np.ndarray, task: str) -> float:
     """``metric`` of codes/values ``y`` and model scores, fast enough to call hundreds of times."""
     if metric == "roc_auc":
-        from scipy.stats import rankdata
-
-        positives = int(y.sum())
-        negatives = len(y) - positives
-        if positives == 0 or negatives == 0:
-            return float("nan")
-        ranks = rankdata(scores)
-        return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+        return _auc(y, scores)
+    if metric == "roc_auc_ovr":  # the unweighted mean of each class's AUC against the rest (classes present)
+        aucs = [a for c in range(scores.shape[1]) if (a := _auc((y == c).astype(int), scores[:, c])) == a]
+        return float(np.mean(aucs)) if aucs else float("nan")
     if metric == "log_loss":
         return log_loss(y, scores, task)
     if metric == "rmse":
@@ -56,6 +59,18 @@ def selection_score(metric: str, y: np.ndarray, scores: np.ndarray, task: str) -
     if metric == "mae":
         return float(np.mean(np.abs(scores - y)))
     raise KeyError(metric)
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of 0/1 codes by the rank-sum formula (ties share their mean rank); NaN with one class only."""
+    from scipy.stats import rankdata
+
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def better(metric: str, a: float, b: float) -> bool:

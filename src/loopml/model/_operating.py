@@ -1,10 +1,23 @@
-"""Binary operating points from confusion counts, vectorised (shared by search, evaluate, diagnose)."""
+"""Operating points (shared by search, evaluate, diagnose, the model artifact).
+
+Binary: the threshold on P(positive), from confusion counts at every threshold, vectorised.
+Multiclass with per-class costs: predict the class k maximising p_k * c_k, where c_k is the cost of
+missing a row of class k. The expected cost of predicting k is sum_{j != k} p_j c_j = const - p_k c_k,
+so this is the decision with the lowest expected cost on calibrated probabilities.
+
+>>> import numpy as np
+>>> decide(np.array([[0.5, 0.3, 0.2]]), [1.0, 1.0, 3.0]).tolist()   # 0.2 * 3 beats 0.5 * 1
+[2]
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from loopml.errors import ModelError
 
 # Decision metrics computable from confusion counts; others fall back to loopml.business.metrics.
 COUNT_METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall")
@@ -91,3 +104,67 @@ def best_under(y: np.ndarray, p: np.ndarray, *, maximise: str, subject_to: dict[
     for name, need in subject_to.items():
         ok &= from_counts(name, *counts) >= need
     return float(from_counts(maximise, *counts)[ok].max()) if ok.any() else None
+
+
+# -- costs ---------------------------------------------------------------------------------------
+def check_costs(task: str, costs: Any) -> None:
+    """Raise :class:`ModelError` unless ``costs`` fit ``task``: fp and fn (binary), per_class (multiclass).
+
+    >>> from loopml.spec import CostsSpec
+    >>> try:
+    ...     check_costs("multiclass", CostsSpec(false_positive=1, false_negative=5))
+    ... except ModelError as exc:
+    ...     print(exc)
+    costs for task 'multiclass' need per_class ({CLASS: COST}); found false_positive, false_negative
+    """
+    if costs is None:
+        return
+    per_class = getattr(costs, "per_class", None)
+    pair = [name for name in ("false_positive", "false_negative") if getattr(costs, name, None) is not None]
+    if task == "regression":
+        raise ModelError("costs weigh wrong class decisions; a regression task has none: pass costs=None")
+    if task == "multiclass" and (per_class is None or pair):
+        raise ModelError(f"costs for task 'multiclass' need per_class ({{CLASS: COST}}); found {', '.join(pair)}")
+    if task == "binary" and (per_class is not None or len(pair) < 2):
+        raise ModelError("costs for task 'binary' need false_positive and false_negative; found "
+                         + (", ".join(pair + (["per_class"] if per_class is not None else [])) or "neither"))
+
+
+def class_costs(classes: Sequence[Any], per_class: Mapping[Any, float]) -> list[float]:
+    """The cost of missing a row of each class, in the order of ``classes``; classes not named cost 1.
+
+    Names match by their text, so the YAML key ``2`` names the class 2 (or 2.0).
+
+    >>> class_costs(["a", "b", "c"], {"b": 5})
+    [1.0, 5.0, 1.0]
+    """
+    from loopml.model.features import _key
+
+    by_key = {_key(name): float(cost) for name, cost in per_class.items()}
+    known = {_key(c) for c in classes}
+    unknown = [str(name) for name in per_class if _key(name) not in known]
+    if unknown:
+        raise ModelError(f"per-class costs name class(es) {', '.join(unknown)} that the target does not hold; "
+                         f"classes: {', '.join(map(str, classes))}")
+    bad = {name: cost for name, cost in by_key.items() if not (np.isfinite(cost) and cost > 0)}
+    if bad:
+        raise ModelError(f"per-class costs must be positive numbers; found {bad}")
+    return [by_key.get(_key(c), 1.0) for c in classes]
+
+
+def decide(proba: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
+    """Class index per row of n×k probabilities: argmax of p_k * c_k (plain argmax without ``weights``)."""
+    proba = np.asarray(proba, dtype=float)
+    if weights is None:
+        return proba.argmax(axis=1)
+    return (proba * np.asarray(weights, dtype=float)).argmax(axis=1)
+
+
+def miss_cost(y: np.ndarray, pred: np.ndarray, weights: Sequence[float]) -> float:
+    """Mean cost per row of multiclass decisions ``pred`` against codes ``y``: c_y for each miss, else 0.
+
+    >>> miss_cost(np.array([0, 1, 2]), np.array([0, 0, 0]), [1.0, 2.0, 4.0])
+    2.0
+    """
+    y, pred = np.asarray(y, dtype=int), np.asarray(pred, dtype=int)
+    return float(np.mean(np.asarray(weights, dtype=float)[y] * (pred != y))) if len(y) else 0.0

@@ -3,8 +3,11 @@
 A :class:`TrainedModel` holds the learned cleaning (:class:`~loopml.data.cleaner.Cleaner`, optional),
 the :class:`~loopml.model.features.Preprocessor`, the estimator's numbers (a LightGBM model string,
 linear coefficients, the node arrays of a random forest or extra trees, or an ensemble of these with
-weights), the probability calibration and the decision threshold. Loading it only parses JSON and
-numbers, so a model file can never run code; linear and forest predictions are numpy.
+weights), the probability calibration and the operating point: the binary decision threshold, or the
+multiclass per-class costs its decisions weigh. Loading it only parses JSON and numbers, so a model file
+can never run code; linear and forest predictions are numpy. A model trained with the user's feature
+hook names it (``feature_hook``) and calls it first at prediction: the hook's module is imported from
+the project folder given at load (``TrainedModel.from_bytes(data, root=...)``), which the file never stores.
 
 >>> import pandas as pd
 >>> from loopml.model.features import Preprocessor
@@ -18,6 +21,7 @@ numbers, so a model file can never run code; linear and forest predictions are n
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,8 @@ import pandas as pd
 
 from loopml.data.cleaner import Cleaner
 from loopml.errors import DataError, ModelError
-from loopml.model.features import Preprocessor
+from loopml.model._operating import decide
+from loopml.model.features import _HOOK, FeatureHook, Preprocessor, call_feature_hook, load_feature_hook
 
 __all__ = ["FORMAT", "TrainedModel"]
 
@@ -74,6 +79,14 @@ def raw_scores(family: str, state: dict[str, Any], Z: np.ndarray, task: str, cac
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _costs(values: Any) -> list[float]:
+    """Per-class costs as floats; a file that holds anything else is refused."""
+    if not isinstance(values, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                    for v in values):
+        raise ModelError(f"class_costs must be a list of numbers, one per class; got {values!r}")
+    return [float(v) for v in values]
+
+
 class TrainedModel:
     """A fitted model: learned cleaning, preprocessing, estimator state, calibration, labels and the threshold.
 
@@ -86,7 +99,10 @@ class TrainedModel:
     ``[negative, positive]``. ``cleaner``, when given, is applied to the input before the preprocessor,
     exactly as it was to the training rows. ``calibration`` (sigmoid a, b or isotonic x, y per
     calibrated column; see :mod:`loopml.model._calibration`) maps raw scores to the probabilities
-    :meth:`predict_proba` returns and the binary ``threshold`` applies to.
+    :meth:`predict_proba` returns and the binary ``threshold`` applies to. ``class_costs`` (multiclass,
+    one per class, in the order of ``classes``) make :meth:`predict` choose the class maximising
+    p_k * c_k, the lowest expected cost of a miss. ``feature_hook`` ("module:function") is applied to the
+    input before everything else, imported from ``root`` (the project folder; not stored in the file).
     """
 
     def __init__(
@@ -103,6 +119,9 @@ class TrainedModel:
         params: dict[str, Any] | None = None,
         cleaner: Cleaner | None = None,
         calibration: dict[str, Any] | None = None,
+        class_costs: list[float] | None = None,
+        feature_hook: str | None = None,
+        root: str | Path | None = None,
     ):
         self.task = task
         self.target = target
@@ -115,6 +134,10 @@ class TrainedModel:
         self.params = dict(params or {})
         self.cleaner = cleaner
         self.calibration = calibration
+        self.class_costs = None if class_costs is None else _costs(class_costs)
+        self.feature_hook = feature_hook
+        self._root = None if root is None else Path(root)  # private: where the code lives is not model state
+        self._hook: tuple[Path, FeatureHook] | None = None  # (root, function): imported once per root
         self._cache: dict[int, dict[str, Any]] = {}
         self._validate()
 
@@ -158,6 +181,16 @@ class TrainedModel:
                                                  or len(x) != len(v) for x, v in zip(cal["x"], cal["y"], strict=True))):
                 raise ModelError(f"calibration state is malformed: {method} needs {' and '.join(keys)} "
                                  f"for each of {columns} column(s)")
+        if self.class_costs is not None:
+            if self.task != "multiclass":
+                raise ModelError(f"class_costs weigh multiclass decisions; this model's task is {self.task!r}")
+            if len(self.class_costs) != len(self.classes) or not all(np.isfinite(c) and c > 0
+                                                                     for c in self.class_costs):
+                raise ModelError(f"class_costs need one positive cost per class ({len(self.classes)}); "
+                                 f"got {self.class_costs!r}")
+        if self.feature_hook is not None and (not isinstance(self.feature_hook, str)
+                                              or not _HOOK.match(self.feature_hook)):
+            raise ModelError(f"feature_hook must be 'module:function'; got {self.feature_hook!r}")
         for i, (family, state, _) in enumerate(self.members):
             if family in ("random_forest", "extra_trees"):  # decode and check the node arrays once, now
                 from loopml.model._forest import _Arrays
@@ -166,7 +199,17 @@ class TrainedModel:
 
     def __repr__(self) -> str:
         extra = f", threshold={self.threshold:.4g}" if self.threshold is not None else ""
+        extra += f", feature_hook={self.feature_hook!r}" if self.feature_hook else ""
         return f"TrainedModel(task={self.task!r}, family={self.family!r}, target={self.target!r}{extra})"
+
+    @property
+    def root(self) -> Path | None:
+        """The project folder the feature hook is imported from (never stored in the model file)."""
+        return self._root
+
+    @root.setter
+    def root(self, folder: str | Path | None) -> None:
+        self._root = None if folder is None else Path(folder)
 
     @property
     def kind(self) -> str:
@@ -182,8 +225,24 @@ class TrainedModel:
         return [(self.family, self.state, 1.0)]
 
     # -- prediction ----------------------------------------------------------------------------
+    def _apply_hook(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` through the model's feature hook (unchanged without one), as at training.
+
+        The hook's module is imported from :attr:`root` once; without a root it cannot be found.
+        """
+        if self.feature_hook is None:
+            return X
+        if self.root is None:
+            raise ModelError(f"this model applies the feature hook '{self.feature_hook}', which is imported from "
+                             "the project folder, and it was loaded without one: load it with "
+                             "TrainedModel.from_bytes(data, root=PROJECT_FOLDER) (the folder of loopml.yaml)")
+        if self._hook is None or self._hook[0] != self.root:
+            self._hook = (self.root, load_feature_hook(self.feature_hook, self.root))
+        return call_feature_hook(self._hook[1], X, self.feature_hook)
+
     def _raw_scores(self, X: pd.DataFrame) -> np.ndarray:
         """Model output before calibration: P(positive) (binary), n×k probabilities (multiclass) or values."""
+        X = self._apply_hook(X)
         if self.cleaner:
             X = self.cleaner.transform(X)
         encoded: dict[str, np.ndarray] = {}
@@ -214,7 +273,11 @@ class TrainedModel:
         return np.column_stack([1.0 - p, p]) if self.task == "binary" else p
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted labels in the original label values (binary: P(positive) >= threshold), or values."""
+        """Predicted labels in the original label values, or values.
+
+        Binary: P(positive) >= threshold. Multiclass: the most probable class, or with ``class_costs``
+        the class maximising p_k * c_k.
+        """
         s = self._scores(X)
         if self.task == "regression":
             return s
@@ -222,7 +285,7 @@ class TrainedModel:
         if self.task == "binary":
             threshold = 0.5 if self.threshold is None else self.threshold
             return labels[(s >= threshold).astype(int)]
-        return labels[s.argmax(axis=1)]
+        return labels[decide(s, self.class_costs)]
 
     # -- storage -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +306,8 @@ class TrainedModel:
             "preprocessor": self.preprocessor.to_dict(),
             "state": self.state,
             "calibration": self.calibration,
+            "class_costs": self.class_costs,
+            "feature_hook": self.feature_hook,
             "versions": {"numpy": np.__version__, "lightgbm": lightgbm.__version__,
                          "scikit-learn": sklearn.__version__},
         }
@@ -255,12 +320,19 @@ class TrainedModel:
             raise ModelError(f"model state is not JSON-safe: {exc}") from exc
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> TrainedModel:
-        """Load a model written by :meth:`to_bytes`; anything else raises :class:`ModelError`."""
+    def from_bytes(cls, data: bytes, *, root: str | Path | None = None) -> TrainedModel:
+        """Load a model written by :meth:`to_bytes`; anything else raises :class:`ModelError`.
+
+        ``root`` is the project folder (that of ``loopml.yaml``) a model's feature hook is imported from;
+        a model with a hook needs it to predict.
+        """
         if not isinstance(data, (bytes, bytearray)):
             raise ModelError(f"expected the model file's bytes; got {type(data).__name__}")
-        if data[:1] == b"\x80":
-            raise ModelError("refusing to load: pickle-family files can run code on load; loopml stores models as JSON")
+        from loopml.store.artifacts import pickle_family
+
+        if (kind := pickle_family(data)) is not None:
+            raise ModelError(f"refusing to load: pickle-family files can run code on load; loopml stores models as "
+                             f"JSON, and this is {kind}")
         try:
             d = json.loads(bytes(data).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -276,6 +348,7 @@ class TrainedModel:
                 preprocessor=Preprocessor.from_dict(d["preprocessor"]), state=d["state"],
                 classes=d.get("classes"), positive=d.get("positive"), threshold=d.get("threshold"),
                 params=d.get("params"), cleaner=cleaner, calibration=d.get("calibration"),
+                class_costs=d.get("class_costs"), feature_hook=d.get("feature_hook"), root=root,
             )
         except KeyError as exc:
             raise ModelError(f"loopml model file lacks the key {exc}") from exc

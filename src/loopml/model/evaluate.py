@@ -19,7 +19,7 @@ True
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import pandas as pd
 
 from loopml.business.metrics import METRICS, metric_names_for, score
 from loopml.errors import ModelError
-from loopml.model._operating import COUNT_METRICS, best_under, from_counts
+from loopml.model._operating import COUNT_METRICS, best_under, class_costs, decide, from_counts, miss_cost
 from loopml.model.artifact import TrainedModel
 from loopml.model.features import _key
 from loopml.model.search import SearchPlan, SearchResult, goal_score
@@ -51,15 +51,29 @@ class Evaluation:
     constraints: dict[str, dict[str, Any]]
     metrics: dict[str, float | None]
     rows: int
+    # Mean cost per holdout row of the model's decisions under the business costs; None without costs.
+    expected_cost: float | None = None
+    # What the goal gate compared: on (point | ci_bound), value, op, threshold, and its words in ``text``.
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gate_value(self) -> float:
+        """The goal-metric value the gate judged: the point estimate, or the pessimistic end of the 95% CI."""
+        return float(self.gate.get("value", self.value))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def evaluate(model: TrainedModel, holdout: pd.DataFrame, goal: Any, *, seed: int = 0, n_boot: int = 1000) -> Evaluation:
+def evaluate(model: TrainedModel, holdout: pd.DataFrame, goal: Any, *, seed: int = 0, n_boot: int = 1000,
+             costs: Any = None) -> Evaluation:
     """Score ``model`` on ``holdout`` against ``goal`` (a :class:`loopml.spec.GoalSpec`).
 
-    ``met`` is True when the point estimate meets the goal and every ``with`` constraint holds.
+    With ``costs`` (a :class:`loopml.spec.CostsSpec`), :attr:`Evaluation.expected_cost` is the mean cost per
+    row of the model's decisions; a multiclass model with ``class_costs`` counts those without ``costs``.
+    ``met`` is True when the goal metric meets the goal and every ``with`` constraint holds (at its point
+    value). The goal metric judged is the point estimate, or with ``goal.gate_on == "ci_bound"`` the
+    pessimistic end of its 95% interval: ``ci_low`` for ``at_least``, ``ci_high`` for ``at_most``.
     """
     if model.target not in holdout.columns:
         raise ModelError(f"holdout lacks the target column '{model.target}'")
@@ -74,25 +88,65 @@ def evaluate(model: TrainedModel, holdout: pd.DataFrame, goal: Any, *, seed: int
 
     def value_of(name: str) -> float | None:
         try:
-            return goal_score(name, model.task, y, scores, model.threshold, k)
+            return goal_score(name, model.task, y, scores, model.threshold, k, weights=model.class_costs)
         except ValueError:  # e.g. roc_auc on a holdout holding one class only
             return None
 
     value = value_of(goal.metric)
     if value is None:
         raise ModelError(f"cannot compute {goal.metric} on this holdout ({len(y)} rows); it needs both classes")
-    boot = _bootstrap(goal.metric, model.task, y, scores, model.threshold, k, seed=seed, n_boot=n_boot)
+    boot = _bootstrap(goal.metric, model.task, y, scores, model.threshold, k, seed=seed, n_boot=n_boot,
+                      weights=model.class_costs)
     ci_low, ci_high = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
     constraints = {}
     for name, need in goal.with_.items():
         v = value_of(name)
         constraints[name] = {"value": v, "required": float(need), "met": v is not None and v >= need}
+    gate = _gate(goal, value, ci_low, ci_high)
     return Evaluation(
         metric=goal.metric, value=value, ci_low=ci_low, ci_high=ci_high,
-        met=bool(goal.is_met(value)) and all(c["met"] for c in constraints.values()),
+        met=gate["met"] and all(c["met"] for c in constraints.values()),
         constraints=constraints, metrics={name: value_of(name) for name in metric_names_for(model.task)},
-        rows=len(y),
+        rows=len(y), gate=gate,
+        expected_cost=_expected_cost(model, y, scores, costs),
     )
+
+
+def _expected_cost(model: TrainedModel, y: np.ndarray, scores: np.ndarray, costs: Any) -> float | None:
+    """Mean cost per row of the model's own decisions under ``costs`` (or, multiclass, its class_costs).
+
+    Binary: false_positive per false alarm and false_negative per miss. Multiclass: per_class[true
+    class] per miss (1 for a class not named). None when there are no costs to count.
+    """
+    if model.task == "binary" and costs is not None and getattr(costs, "false_positive", None) is not None:
+        pred = scores >= (0.5 if model.threshold is None else model.threshold)
+        fp, fn = int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+        return (fp * costs.false_positive + fn * costs.false_negative) / len(y)
+    if model.task == "multiclass":
+        per_class = getattr(costs, "per_class", None)
+        weights = class_costs(model.classes, per_class) if per_class else model.class_costs
+        return None if weights is None else miss_cost(y, decide(scores, model.class_costs), weights)
+    return None
+
+
+def _gate(goal: Any, value: float, ci_low: float, ci_high: float) -> dict[str, Any]:
+    """The goal metric's gate: which value is judged, against what, and the verdict in words.
+
+    >>> from loopml.spec import GoalSpec
+    >>> _gate(GoalSpec(metric="recall", at_least=0.7, gate_on="ci_bound"), 0.73, 0.702, 0.76)["text"]
+    'lower 95% bound 0.702 >= 0.7'
+    """
+    on = getattr(goal, "gate_on", "point")
+    if on == "point":
+        judged, words = value, "point estimate"
+    elif on == "ci_bound":  # the pessimistic end: the goal must hold even if the holdout was lucky
+        judged, words = (ci_low, "lower 95% bound") if goal.greater_is_better else (ci_high, "upper 95% bound")
+    else:
+        raise ModelError(f"goal.gate_on: found {on!r}; allowed: 'point', 'ci_bound'")
+    met = bool(goal.is_met(judged))
+    op = (">=" if met else "<") if goal.greater_is_better else ("<=" if met else ">")
+    return {"on": on, "value": float(judged), "threshold": float(goal.threshold), "met": met,
+            "text": f"{words} {judged:.3f} {op} {goal.threshold:g}"}
 
 
 def _encode(model: TrainedModel, y: pd.Series) -> np.ndarray:
@@ -110,7 +164,7 @@ def _encode(model: TrainedModel, y: pd.Series) -> np.ndarray:
 
 
 def _bootstrap(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int,
-               *, seed: int, n_boot: int) -> np.ndarray:
+               *, seed: int, n_boot: int, weights: list[float] | None = None) -> np.ndarray:
     """``n_boot`` bootstrap replicates of metric ``name``, vectorised where the metric allows it."""
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -121,12 +175,12 @@ def _bootstrap(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshol
         tn, fp, fn, tp = rng.multinomial(n, cells, size=n_boot).T
         return from_counts(name, tp, fp, fn, tn)
     if task == "multiclass" and name in ("accuracy", "balanced_accuracy", "f1_macro"):
-        cm = rng.multinomial(n, np.bincount(k * y + scores.argmax(axis=1), minlength=k * k) / n, size=n_boot)
+        cm = rng.multinomial(n, np.bincount(k * y + decide(scores, weights), minlength=k * k) / n, size=n_boot)
         return _from_confusion(name, cm.reshape(n_boot, k, k).astype(float))
     out = []
     for start in range(0, n_boot, max(1, 2_000_000 // n)):  # chunks of row-count matrices bound the memory
         W = rng.multinomial(n, np.full(n, 1.0 / n), size=min(n_boot - start, max(1, 2_000_000 // n))).astype(float)
-        out.append(_weighted(name, task, y, scores, threshold, k, W))
+        out.append(_weighted(name, task, y, scores, threshold, k, W, weights))
     return np.concatenate(out)
 
 
@@ -144,7 +198,7 @@ def _from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
 
 
 def _weighted(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int,
-              W: np.ndarray) -> np.ndarray:
+              W: np.ndarray, weights: list[float] | None = None) -> np.ndarray:
     """Metric per row-count vector (one row of ``W`` per bootstrap resample)."""
     n = W.shape[1]
     if task == "regression":
@@ -172,7 +226,7 @@ def _weighted(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold
     for w in W.astype(int):
         idx = np.repeat(rows, w)
         try:
-            out.append(goal_score(name, task, y[idx], scores[idx], threshold, k))
+            out.append(goal_score(name, task, y[idx], scores[idx], threshold, k, weights=weights))
         except ValueError:
             out.append(np.nan)
     return np.array(out)
@@ -227,7 +281,7 @@ def diagnose(result: SearchResult, evaluation: Evaluation, goal: Any, *, plan: S
              assessment: dict[str, Any] | None = None) -> Diagnosis:
     """Explain a missed goal and say where the loop goes back, checking the causes in order.
 
-    1. the data: a leakage suspect the model still uses, label noise over 5% of rows, or a minority
+    1. the data: a leakage suspect the model still uses, label noise over 10% of rows, or a minority
        class under 10% that the model rarely finds (recall < 0.5) without resampling → Data;
     2. the learning curve still rising, with the goal extrapolated within 4× the rows used → Data;
     3. with ``train`` given: every family on the same plateau and a small train/validation gap →
@@ -276,11 +330,21 @@ def _data_checks(result: SearchResult, assessment: dict[str, Any]) -> list[dict[
                    + ": back to Data to drop them (data.clean.leakage: drop)."})
     noise = assessment.get("label_noise") or {}
     share = float(noise.get("share") or 0.0)
-    checks.append({"check": "label_noise", "order": 1, "found": share > _NOISE_LIMIT, "next_stage": "data",
-                   "evidence": {"share": share, "rows": noise.get("rows"), "limit": _NOISE_LIMIT},
-                   "explanation": f"an estimated {share:.1%} of labels disagree confidently with out-of-fold "
-                                  f"predictions (over {_NOISE_LIMIT:.0%}): back to Data to fix the labels at "
-                                  "the source or drop the flagged rows."})
+    cleaned = getattr(result, "label_issues", None) or {}
+    noisy = (f"an estimated {share:.1%} of labels disagree confidently with out-of-fold predictions "
+             f"(over {_NOISE_LIMIT:.0%})")
+    if cleaned.get("policy") == "drop":
+        # The training rows are cleaned; the holdout's wrong labels remain and cap its score, so this is a late cause.
+        order, text = 3, (f"{noisy}; the search dropped {cleaned.get('dropped', 0):,} likely mislabeled training rows "
+                          "(data.clean.label_noise: drop), but the locked holdout keeps its labels and the wrong ones "
+                          "cap the score it can show: fix the labels at the source.")
+    else:
+        order, text = 1, (f"{noisy}: back to Data to drop the training rows whose labels are likely wrong "
+                          "(data.clean.label_noise: drop), or fix the labels at the source.")
+    checks.append({"check": "label_noise", "order": order, "found": share > _NOISE_LIMIT, "next_stage": "data",
+                   "evidence": {"share": share, "rows": noise.get("rows"), "limit": _NOISE_LIMIT,
+                                "dropped_training_rows": cleaned.get("dropped", 0)},
+                   "explanation": text})
     if result.model.task != "regression" and result.oof_target is not None and result.oof_scores is not None:
         y = np.asarray(result.oof_target)
         counts = np.bincount(y.astype(int))
@@ -302,7 +366,7 @@ def _data_checks(result: SearchResult, assessment: dict[str, Any]) -> list[dict[
 def _oof_labels(result: SearchResult) -> np.ndarray:
     scores = np.asarray(result.oof_scores, dtype=float)
     if scores.ndim == 2:
-        return scores.argmax(axis=1)
+        return decide(scores, result.model.class_costs)
     threshold = result.model.threshold if result.model.threshold is not None else 0.5
     return (scores >= threshold).astype(int)
 
@@ -362,7 +426,7 @@ def _curve_diagnosis(result: SearchResult, evaluation: Evaluation, goal: Any, *,
     def ahead(a: float, b: float) -> float:  # how much better a is than b, in the goal's direction
         return (a - b) if gib else (b - a)
 
-    shortfalls = {goal.metric: ahead(goal.threshold, evaluation.value)}
+    shortfalls = {goal.metric: ahead(goal.threshold, evaluation.gate_value)}  # the value the gate judged
     shortfalls.update({f"{name} (constraint)": c["required"] - (c["value"] if c["value"] is not None else 0.0)
                        for name, c in evaluation.constraints.items()})
     gap = max(0.0, *shortfalls.values())
@@ -391,7 +455,8 @@ def _curve_diagnosis(result: SearchResult, evaluation: Evaluation, goal: Any, *,
     points = " → ".join(f"{fmt(p['score'])} at {p['rows']:,}" for p in curve)
     if rising and needed is not None and needed <= _MORE_ROWS_WORTH * rows_used:
         text = (f"the learning curve still rises ({name} {points} rows); extrapolated, the goal needs about "
-                f"{needed:,} rows, {needed / rows_used:.1f}× the {rows_used:,} used: more rows should help: back to Data.")
+                f"{needed:,} rows, {needed / rows_used:.1f}× the {rows_used:,} used: "
+                "more rows should help: back to Data.")
         cause, stage = "more_data", "data"
     elif can_widen and reach_gap < _WITHIN_REACH and not rising:
         text = (f"the gap {fmt(gap)} is within reach and the learning curve has levelled off ({curve_change}); "

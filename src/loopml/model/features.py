@@ -27,10 +27,13 @@ Each training column becomes one of:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +43,7 @@ import pandas as pd
 from loopml.errors import ModelError
 from loopml.model import _dates, _encoding, _text
 
-__all__ = ["Preprocessor", "apply_feature_hook"]
+__all__ = ["Preprocessor", "apply_feature_hook", "feature_hook_sha256", "load_feature_hook"]
 
 RARE = "__rare__"
 MISSING = "__missing__"
@@ -398,6 +401,11 @@ def _check_kind(kind: str) -> None:
 
 
 # -- user hook -----------------------------------------------------------------------------------
+FeatureHook = Callable[[pd.DataFrame], pd.DataFrame]
+# module name -> (file, SHA-256) of the project file it was imported from, to notice an edit or another project.
+_IMPORTED: dict[str, tuple[str, str]] = {}
+
+
 def apply_feature_hook(frame: pd.DataFrame, hook: str, root: Path) -> pd.DataFrame:
     """Call the user's feature function ``hook`` ("module:function") on a copy of ``frame``; return its frame.
 
@@ -413,22 +421,45 @@ def apply_feature_hook(frame: pd.DataFrame, hook: str, root: Path) -> pd.DataFra
     >>> apply_feature_hook(pd.DataFrame({"x": [1, 2]}), "doc_hook:add", root)["x2"].tolist()
     [2, 4]
     """
-    if not _HOOK.match(hook):
-        raise ModelError(f"feature hook {hook!r} must be 'module:function', e.g. 'features:add_features'")
-    module_name, function_name = hook.split(":")
-    folder = str(Path(root).resolve())
-    if folder in sys.path:
-        sys.path.remove(folder)
-    sys.path.insert(0, folder)
+    return call_feature_hook(load_feature_hook(hook, root), frame, hook)
+
+
+def load_feature_hook(hook: str, root: Path) -> FeatureHook:
+    """The user's function ``hook`` ("module:function"), imported with ``root`` first on ``sys.path``.
+
+    A module file in ``root`` is imported afresh when it changed since it was last imported, or when a
+    module of the same name was imported from elsewhere (another project's hook), so the code that runs
+    is always the code in ``root``. Load once and call :func:`call_feature_hook` per batch.
+    """
+    module_name, function_name = _split_hook(hook)
+    folder = Path(root).resolve()
+    source = _project_file(module_name, folder)
+    if str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    sys.path.insert(0, str(folder))
+    stamp = (str(source), _sha256(source)) if source is not None else None
+    if stamp is not None and _IMPORTED.get(module_name) != stamp:
+        for name in [n for n in sys.modules if n == module_name or module_name.startswith(n + ".")]:
+            del sys.modules[name]  # this module and its packages come from root, not from an earlier import
     importlib.invalidate_caches()  # a hook file written after start-up must still be found
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelError(f"feature hook '{hook}': cannot import module '{module_name}' from {folder} "
                          f"or the installed packages ({exc})") from exc
+    except Exception as exc:  # the user's module failed while it was imported
+        raise ModelError(f"feature hook '{hook}': importing module '{module_name}' raised "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if stamp is not None:
+        _IMPORTED[module_name] = stamp
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ModelError(f"feature hook '{hook}': module '{module_name}' has no function '{function_name}'")
+    return function
+
+
+def call_feature_hook(function: FeatureHook, frame: pd.DataFrame, hook: str) -> pd.DataFrame:
+    """``function(copy of frame)``, checked: a DataFrame with every row; any failure names ``hook``."""
     try:
         out = function(frame.copy())
     except Exception as exc:  # the user's code: report whatever it raised, with the hook's name
@@ -438,3 +469,50 @@ def apply_feature_hook(frame: pd.DataFrame, hook: str, root: Path) -> pd.DataFra
     if len(out) != len(frame):
         raise ModelError(f"feature hook '{hook}' must keep every row; it returned {len(out)} rows for {len(frame)}")
     return out
+
+
+def feature_hook_sha256(hook: str, root: Path) -> str:
+    """SHA-256 of the file that defines the hook's module (in ``root``, else the installed one).
+
+    The loop puts it in the model's reuse key and lineage: editing the hook trains again.
+
+    >>> import pathlib, tempfile
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "doc_sha_hook.py").write_text("def add(df):\\n    return df\\n")
+    >>> len(feature_hook_sha256("doc_sha_hook:add", root))
+    64
+    """
+    module_name, _ = _split_hook(hook)
+    folder = Path(root).resolve()
+    source = _project_file(module_name, folder)
+    if source is None:
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            found = None
+        origin = getattr(found, "origin", None)
+        if not origin or not Path(origin).is_file():
+            raise ModelError(f"feature hook '{hook}': no module '{module_name}' in {folder} or the installed "
+                             f"packages; put {module_name.replace('.', '/')}.py beside loopml.yaml")
+        source = Path(origin)
+    return _sha256(source)
+
+
+def _split_hook(hook: str) -> tuple[str, str]:
+    if not isinstance(hook, str) or not _HOOK.match(hook):
+        raise ModelError(f"feature hook {hook!r} must be 'module:function', e.g. 'features:add_features'")
+    module_name, function_name = hook.split(":")
+    return module_name, function_name
+
+
+def _project_file(module_name: str, folder: Path) -> Path | None:
+    """The file in ``folder`` that defines ``module_name`` (a module or a package), if there is one."""
+    parts = module_name.split(".")
+    for path in (folder.joinpath(*parts[:-1], parts[-1] + ".py"), folder.joinpath(*parts, "__init__.py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -5,7 +5,8 @@
 
 1. **portfolio** — one strong default per family (linear, LightGBM, random forest, extra trees),
    simplest first;
-2. **Optuna** — a seeded TPE sampler tunes the most promising family of the portfolio;
+2. **Optuna** — a seeded TPE sampler tunes the most promising family of the portfolio, starting
+   from that family's low-capacity warm start (small trees, slow regularised boosting);
 3. **ensemble** — greedy selection with replacement over all trials' out-of-fold predictions
    (Caruana, as AutoGluon does), kept only when it beats the best single model by a margin;
 4. **calibration** — none, Platt or isotonic, chosen by cross-fitted out-of-fold log loss;
@@ -13,7 +14,8 @@
    scores (never on the holdout).
 
 Trials are ranked by the goal metric's threshold-free counterpart (roc_auc or log_loss for
-classification, rmse or mae for regression), which is what Optuna and the ensemble optimise too;
+classification — roc_auc_ovr for a multiclass goal of roc_auc_ovr —, rmse or mae for regression),
+which is what Optuna and the ensemble optimise too;
 the goal metric at each trial's own threshold is reported beside it.
 
 **Budgets.** ``plan.trials`` is a budget in work units: exactly that many trials, portfolio first,
@@ -45,6 +47,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +55,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from loopml.business.metrics import METRICS, score
-from loopml.data.cleaner import resolve_imbalance
+from loopml.data.cleaner import find_label_issues, resolve_imbalance
 from loopml.errors import ModelError
 from loopml.model import _calibration, _ensemble
 from loopml.model._families import (
@@ -70,9 +73,9 @@ from loopml.model._families import (
     rebalance,
     suggest,
 )
-from loopml.model._operating import from_counts
+from loopml.model._operating import check_costs, class_costs, decide, from_counts, miss_cost
 from loopml.model.artifact import TrainedModel, _plain
-from loopml.model.features import _key
+from loopml.model.features import _key, apply_feature_hook
 
 if TYPE_CHECKING:
     from loopml.spec import CleanSpec
@@ -89,6 +92,9 @@ _ENSEMBLE_ROUNDS = 25
 _ENSEMBLE_MARGIN = 0.005
 _CURVE_MEMBERS = 3  # the learning curve of an ensemble refits its heaviest members only (time)
 _RESERVE = 0.1  # share of a time budget kept for the refit, calibration and learning curve
+# ... or, when more, this many trials of the family in hand: refitting an ensemble's members and the
+# learning curve (3 members, 3-fold, 3 sizes) cost about 5 of its trials (segment: 24 s after 4.5 s trials).
+_FINISH_TRIALS = 5
 
 
 # -- the locked holdout --------------------------------------------------------------------------
@@ -232,6 +238,8 @@ class SearchResult:
     skipped: int = 0  # planned trials not run because the time budget ran out
     # What was done about class imbalance: policy, applied, minority share, class counts before/after.
     imbalance: dict[str, Any] = field(default_factory=dict)
+    # data.clean.label_noise: policy, training rows dropped as likely mislabeled, rows before the drop.
+    label_issues: dict[str, Any] = field(default_factory=dict)
     # Out-of-fold target codes and (calibrated) scores of the chosen model, for diagnosis.
     oof_target: np.ndarray | None = field(default=None, repr=False, compare=False)
     oof_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -269,6 +277,7 @@ class SearchResult:
             "seconds": self.seconds,
             "skipped": self.skipped,
             "imbalance": self.imbalance,
+            "label_issues": self.label_issues,
             "cleaning": self.model.cleaner.describe() if self.model.cleaner else [],
             "trials": self.trials,
             "notes": self.notes,
@@ -301,6 +310,8 @@ def search(
     time_column: str | None = None,
     progress: Progress | None = None,
     replay: list[dict[str, Any]] | None = None,
+    feature_hook: str | None = None,
+    hook_root: Path | None = None,
 ) -> SearchResult:
     """Search the plan's candidates on ``train``; refit the chosen model (or ensemble) on all of it.
 
@@ -308,29 +319,47 @@ def search(
     ``budget_s``: seconds for the whole search, ignored when ``plan.trials`` is set (trials make it
     reproducible) or ``replay`` is given; a budget spent before any trial trains the linear baseline
     only, and says so in :attr:`SearchResult.notes`. ``clean`` is the :class:`loopml.spec.CleanSpec`:
-    its ``outliers: clip`` and ``imbalance`` are applied to each model's training rows only; None
-    means ``imbalance: auto`` and no clipping. ``time_column``: cross-validate on time-ordered folds
-    (scikit-learn's TimeSeriesSplit over rows sorted by it). ``progress(trials_done, best_score,
+    its ``outliers: clip`` and ``imbalance`` are applied to each model's training rows only, and
+    ``label_noise: drop`` drops the rows of ``train`` whose label is likely wrong before any fold is
+    cut (classification only; :func:`~loopml.data.cleaner.find_label_issues`); None means
+    ``imbalance: auto``, no clipping and no rows dropped. ``time_column``: cross-validate on
+    time-ordered folds (scikit-learn's TimeSeriesSplit over rows sorted by it). ``progress(trials_done, best_score,
     seconds_left)`` is called after every trial. ``replay``: the :attr:`SearchResult.trials` of an
     earlier search on the same data, seed and plan: those trials are run again, in order, and give
-    the same model bytes.
+    the same model bytes. ``feature_hook`` ("module:function", imported from the folder ``hook_root``)
+    is applied to the feature columns before anything is learned; the model records it and applies it
+    again at prediction. Multiclass ``costs`` (``per_class``) become the model's ``class_costs``: it
+    predicts the class maximising p_k * c_k on calibrated probabilities, and so do the scores here.
     """
     started = time.perf_counter()
     metric = METRICS.get(goal.metric)
     if metric is None or task not in metric.tasks:
         raise ModelError(f"goal metric '{goal.metric}' does not fit task '{task}'")
     _check_target(train, target)
+    check_costs(task, costs)
     if time_column is not None:
         train = train.sort_values(_check_time_column(train, time_column, target), kind="mergesort")
     y, classes, positive = _encode_target(train[target], task, positive)
     X = train.drop(columns=[target])
+    if feature_hook is not None:
+        if hook_root is None:
+            raise ModelError(f"feature hook '{feature_hook}' needs hook_root, the folder its module is imported from")
+        X = apply_feature_hook(X, feature_hook, hook_root)
     _check_features(X, target)
+    notes: list[str] = []
+    label_issues: dict[str, Any] = {"policy": "keep" if clean is None else clean.label_noise, "dropped": 0}
+    if label_issues["policy"] == "drop":
+        # Training rows only: the locked holdout keeps every label, so the goal gate stays honest.
+        wrong = find_label_issues(X, y, task=task, seed=plan.seed)
+        X, y = X[~wrong], y[~wrong]
+        label_issues.update(dropped=int(wrong.sum()), rows_before=len(wrong))
+        notes.append(f"dropped {int(wrong.sum()):,} of {len(wrong):,} training rows whose label is likely wrong "
+                     "(data.clean.label_noise: drop; confident learning on out-of-fold LightGBM)")
     share = float(np.bincount(y).min() / len(y)) if task != "regression" else None
     policy = "auto" if clean is None else clean.imbalance
     setup = Setup(task=task, k=len(classes), seed=plan.seed, goal=goal, costs=costs, classes=classes,
                   positive=positive, target=target, imbalance=resolve_imbalance(policy, share, task), clean=clean,
                   n_estimators=plan.n_estimators)
-    notes: list[str] = []
     folds = _fold_count(setup, y, plan.folds, time_ordered=time_column is not None, notes=notes)
     selection = _ensemble.selection_metric(goal.metric, task)
     runner = _Runner(setup, X, y, _splits(setup, y, folds, time_column is not None), selection)
@@ -351,10 +380,11 @@ def search(
         calibration, cal_record = _calibration.choose(y[cov], raw[cov], task=task, seed=plan.seed)
     oof = _calibration.apply(calibration, raw[cov], task)
     threshold, met = setup.threshold(y[cov], oof)
-    cv_score = goal_score(goal.metric, task, y[cov], oof, threshold, setup.k)
+    cv_score = goal_score(goal.metric, task, y[cov], oof, threshold, setup.k, weights=_weights(setup))
 
     model = _refit(setup, runner, members, X, y)
-    model.threshold, model.calibration = threshold, calibration
+    model.threshold, model.calibration, model.class_costs = threshold, calibration, _weights(setup)
+    model.feature_hook, model.root = feature_hook, None if hook_root is None else Path(hook_root)
     return SearchResult(
         model=model,
         candidates=[t.candidate() for t in trials],
@@ -366,6 +396,7 @@ def search(
         seconds=round(time.perf_counter() - started, 3),
         skipped=planned - len(trials),
         imbalance=_imbalance_record(setup, policy, share, y),
+        label_issues=label_issues,
         oof_target=y[cov],
         oof_scores=oof,
         trials=[t.record() for t in trials],
@@ -376,13 +407,24 @@ def search(
     )
 
 
-def goal_score(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int) -> float:
-    """Metric ``name`` of encoded targets ``y`` and model scores (P(positive), n×k probabilities or values)."""
+def goal_score(name: str, task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, k: int,
+               *, weights: list[float] | None = None) -> float:
+    """Metric ``name`` of encoded targets ``y`` and model scores (P(positive), n×k probabilities or values).
+
+    Multiclass decisions maximise p_k * weights[k] (the per-class costs), or p_k without ``weights``.
+    """
     if task == "regression":
         return score(name, y, y_pred=scores)
     if task == "binary":
         return score(name, y, y_pred=(scores >= (0.5 if threshold is None else threshold)).astype(int), y_proba=scores)
-    return score(name, y, y_pred=scores.argmax(axis=1), y_proba=scores, labels=list(range(k)))
+    return score(name, y, y_pred=decide(scores, weights), y_proba=scores, labels=list(range(k)))
+
+
+def _weights(setup: Setup) -> list[float] | None:
+    """The multiclass per-class costs in class order, or None (binary costs choose a threshold instead)."""
+    if setup.task != "multiclass" or setup.costs is None:
+        return None
+    return class_costs(setup.classes, setup.costs.per_class)
 
 
 # -- trials --------------------------------------------------------------------------------------
@@ -448,7 +490,8 @@ class _Runner:
         fitted = {**params, "n_estimators": int(np.median(rounds))} if family == "lightgbm" and rounds else params
         y, scores = self.y[self.covered], oof[self.covered]
         threshold, met = self.setup.threshold(y, scores)
-        cv = goal_score(self.setup.goal.metric, self.setup.task, y, scores, threshold, self.setup.k)
+        cv = goal_score(self.setup.goal.metric, self.setup.task, y, scores, threshold, self.setup.k,
+                        weights=_weights(self.setup))
         value = _ensemble.selection_score(self.selection, y, scores, self.setup.task)
         trial = _Trial(family, params, fitted, value, cv, threshold, met, round(time.perf_counter() - t0, 3),
                        source, oof)
@@ -476,12 +519,17 @@ class _Clock:
         return None if self.budget_s is None else max(0.0, self.started + self.budget_s - time.perf_counter())
 
     def room_for(self, family: str) -> bool:
-        """Whether a trial of ``family`` (as long as the earlier ones took) ends before the budget's reserve."""
+        """Whether a trial of ``family`` (as long as the earlier ones took) ends before the budget's reserve.
+
+        The reserve, kept for the refit and the learning curve, is the larger of :data:`_RESERVE` of
+        the budget and :data:`_FINISH_TRIALS` such trials.
+        """
         if self.budget_s is None:
             return True
         done = self.runner.trials
-        same = [t.seconds for t in done if t.family == family] or [t.seconds for t in done] or [0.0]
-        return time.perf_counter() + float(np.mean(same)) <= self.started + self.budget_s * (1 - _RESERVE)
+        trial = float(np.mean([t.seconds for t in done if t.family == family] or [t.seconds for t in done] or [0.0]))
+        reserve = max(self.budget_s * _RESERVE, _FINISH_TRIALS * trial)
+        return time.perf_counter() + trial <= self.started + self.budget_s - reserve
 
     def tick(self) -> None:
         if self.progress is not None:
@@ -524,10 +572,13 @@ def _run_trials(runner: _Runner, plan: SearchPlan, clock: _Clock, replay: list[d
 
 
 def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int) -> None:
-    """Up to ``n`` Optuna trials of ``family`` (seeded TPE), told the family's portfolio scores first."""
+    """Up to ``n`` Optuna trials of ``family`` (seeded TPE), told the family's portfolio scores first.
+
+    The first trials are the family's warm starts (its low-capacity regime), then TPE samples.
+    """
     import optuna
 
-    from loopml.model._families import _space
+    from loopml.model._families import _space, warm_starts
 
     setup = runner.setup
     verbosity = optuna.logging.get_verbosity()
@@ -542,6 +593,8 @@ def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int)
             prior = as_prior(setup, family, t.params) if t.family == family else None
             if prior is not None and math.isfinite(t.score):
                 study.add_trial(optuna.trial.create_trial(params=prior, distributions=space, value=t.score))
+        for values in warm_starts(family):
+            study.enqueue_trial(values)
         for _ in range(n):
             if not clock.room_for(family):
                 break
@@ -572,7 +625,7 @@ def _check_replay(replay: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any
 
 # -- ensemble and refit --------------------------------------------------------------------------
 def _error(metric: str, value: float) -> float:
-    return 1.0 - value if metric == "roc_auc" else value
+    return 1.0 - value if _ensemble.SELECTION[metric] else value  # AUCs: 1 - AUC; losses are errors already
 
 
 def _choose_ensemble(runner: _Runner, best: int, build: bool) -> tuple[list[tuple[int, float]], dict[str, Any]]:
@@ -597,7 +650,8 @@ def _choose_ensemble(runner: _Runner, best: int, build: bool) -> tuple[list[tupl
     record.update({
         "ensemble_score": _finite(value), "used": bool(used), "rounds": _ENSEMBLE_ROUNDS, "margin": _ENSEMBLE_MARGIN,
         "members": [{"trial": i, "family": trials[i].family, "weight": w} for i, w in chosen],
-        "cv_score": _finite(goal_score(setup.goal.metric, setup.task, y, oof[cov], threshold, setup.k)),
+        "cv_score": _finite(goal_score(setup.goal.metric, setup.task, y, oof[cov], threshold, setup.k,
+                                       weights=_weights(setup))),
         "seconds": round(time.perf_counter() - t0, 3),
     })
     return (chosen if used else single), record
@@ -776,7 +830,7 @@ def _learning_curve(setup: Setup, members: list[tuple[_Trial, float]], X: pd.Dat
         threshold, _ = setup.threshold(y[idx][cov], scores[cov])
         points.append({"rows": int(len(idx)),
                        "score": goal_score(setup.goal.metric, setup.task, y[idx][cov], scores[cov], threshold,
-                                           setup.k)})
+                                           setup.k, weights=_weights(setup))})
     return points
 
 
@@ -786,7 +840,18 @@ def _operating_point(setup: Setup, y: np.ndarray, scores: np.ndarray, threshold:
     if setup.task == "regression":
         return {"threshold": None}
     if setup.task == "multiclass":
-        return {"threshold": None, "calibration": calibration}
+        weights = _weights(setup)
+        if weights is None:
+            return {"threshold": None, "calibration": calibration}
+        # Each class's recall with and without the costs shows what weighing the decisions bought.
+        pred, plain = decide(scores, weights), decide(scores)
+        recall = {str(c): float(np.mean(pred[y == i] == i)) if (y == i).any() else None
+                  for i, c in enumerate(setup.classes)}
+        return {"threshold": None, "calibration": calibration,
+                "class_costs": {str(c): w for c, w in zip(setup.classes, weights, strict=True)},
+                "recall": recall,
+                "expected_cost_per_row": miss_cost(y, pred, weights),
+                "expected_cost_per_row_without_costs": miss_cost(y, plain, weights)}
     pred = scores >= threshold
     tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
     fn, tn = int((~pred & (y == 1)).sum()), int((~pred & (y == 0)).sum())

@@ -1,32 +1,42 @@
 """Serve the champion over HTTP: validate against the data contract, predict, log, take feedback.
 
-``create_app`` builds the FastAPI app (the model is loaded once, at startup); ``serve`` runs it
-under uvicorn and records the deployment in the store.
+``create_app`` builds the FastAPI app (the model is loaded at startup and swapped when its alias
+moves); ``serve`` runs it under uvicorn, with one or several worker processes, and records the
+deployment in the store. docs/serving.md is the user's guide.
 
 >>> from loopml.store import Store
->>> app = create_app(Store.open(project_root), "benefits-outreach")    # doctest: +SKIP
->>> serve(Store.open(project_root), "benefits-outreach", port=8080)     # doctest: +SKIP
+>>> app = create_app(Store.open(project_root), "benefits-outreach")             # doctest: +SKIP
+>>> serve(Store.open(project_root), "benefits-outreach", port=8080, workers=2)   # doctest: +SKIP
 
-Endpoints: ``POST /predict`` (``{"row": {...}}`` or ``{"rows": [...]}``), ``POST /feedback``,
-``GET /health`` (the process is up) and ``GET /ready`` (a model is loaded). Every bad input gets
-a 4xx whose ``detail`` is a list of ``{"row", "column", "reason"}``, never a 500.
+Endpoints: ``POST /predict`` (JSON ``{"row": {...}}`` or ``{"rows": [...]}``, or an Arrow IPC stream
+or Parquet file), ``POST /feedback``, ``POST /admin/reload``, ``GET /health`` (the process is up),
+``GET /ready`` (a model is loaded) and ``GET /metrics`` (Prometheus). Every bad input gets a 4xx
+whose ``detail`` says what is wrong, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import math
+import os
+import signal
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,10 +46,24 @@ from pydantic import (
     WrapValidator,
     model_validator,
 )
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from loopml.data.contract import ContractViolation, DataContract
-from loopml.errors import ConflictError, LoopmlError, ModelError, NotFoundError
+from loopml.errors import ConflictError, LoopmlError, ModelError, NotFoundError, SpecError
 from loopml.model.artifact import TrainedModel
+from loopml.operations import _bodies
+from loopml.operations._auth import Secrets, require_admin, require_api_key, unguarded_routes
+from loopml.operations._bodies import json_response, problem, problems_error
+from loopml.operations._http import BodyLimit, InflightLimit, WorkerHeader
+from loopml.operations._metrics import MULTIPROC_ENV, MetricsMiddleware, ServingMetrics
+from loopml.operations._openapi import request_body, with_contract
+from loopml.operations._swap import Live, ModelHolder
+from loopml.operations.batching import MicroBatcher, Overloaded
+from loopml.operations.compiled import CompiledModel, CompiledPrediction
+from loopml.operations.predlog import LogBackpressure, PredictionLog
+from loopml.store.artifacts import ArtifactStore
 from loopml.store.metadata import ModelVersion, Store
 
 __all__ = [
@@ -52,7 +76,9 @@ __all__ = [
     "Problem",
     "ProblemResponse",
     "ReadyResponse",
+    "ReloadResponse",
     "ServedModel",
+    "app_from_env",
     "create_app",
     "load_served_model",
     "serve",
@@ -61,6 +87,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Label = str | bool | int | float
+
+DEFAULT_MAX_BODY_BYTES = 8 << 20
+# JSON bodies past this size are parsed in a worker thread, so one big batch does not stall the loop.
+_INLINE_PARSE_BYTES = 64 << 10
+# The environment `app_from_env` reads: how `serve(workers=N)` hands the store and options to each worker.
+ENV_ROOT, ENV_PROJECT, ENV_ALIAS = "LOOPML_SERVE_ROOT", "LOOPML_SERVE_PROJECT", "LOOPML_SERVE_ALIAS"
+ENV_DB, ENV_ARTIFACTS, ENV_OPTIONS = "LOOPML_SERVE_DB", "LOOPML_SERVE_ARTIFACTS", "LOOPML_SERVE_OPTIONS"
+_OPTIONS = ("max_rows", "max_body_bytes", "max_inflight", "reload_interval_s")
 
 
 def _one_label_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -94,13 +128,24 @@ def load_served_model(store: Store, project: str, alias: str = "champion") -> Se
     mv = store.alias(project, alias)
     if mv is None:
         raise ModelError(f"project '{project}' has no {alias} yet; run `loopml run` first")
-    model = TrainedModel.from_bytes(store.read_model(mv))
+    model = TrainedModel.from_bytes(store.read_model(mv), root=store.root)  # the feature hook's folder
     try:
         contract = DataContract.model_validate(store.snapshot(mv.snapshot_id).contract)
     except ValidationError as exc:
         raise ModelError(f"the data contract of snapshot {mv.snapshot_id} (model version {mv.version}) "
                          f"is not valid, so requests cannot be checked: {exc}") from exc
     return ServedModel(project=project, model_version=mv, model=model, contract=contract)
+
+
+def _prepare(served: ServedModel) -> Live:
+    # Compiling probes the model on rows built from the contract, so a swap is warm before it serves.
+    fast = CompiledModel.from_model(served.model, served.contract)
+    if not fast.compiled:
+        # The pipeline predicts request by request: a batch shared with others would fail with any one of them.
+        logger.info("loopml serve: version %d is served by the pipeline: %s", served.model_version.version,
+                    fast.reason)
+        return Live(served=served, fast=fast)
+    return Live(served=served, fast=fast, batcher=MicroBatcher(fast.predict_records))
 
 
 # -- request and response bodies -----------------------------------------------------------------
@@ -154,14 +199,15 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    model_version: int
+    model_version: int = Field(description="The model version that answered (also in `X-Loopml-Model-Version`).")
     predictions: list[Prediction]
 
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: str = Field(description="The `id` POST /predict returned.")
+    prediction_id: str = Field(description="The `id` POST /predict returned.", min_length=1, max_length=128,
+                               pattern=r"^[\x21-\x7e]+$")
     label: Annotated[Label, WrapValidator(_one_label_error)] = Field(
         description="The true outcome: one of the model's classes, or a number (regression)."
     )
@@ -180,7 +226,14 @@ class ReadyResponse(BaseModel):
     model_version: int
 
 
+class ReloadResponse(BaseModel):
+    model_version: int = Field(description="The version served after the reload.")
+    swapped: bool = Field(description="True when the alias had moved and the new version now serves.")
+
+
 _PROBLEMS = {"model": ProblemResponse}
+_UNAUTHORIZED = {401: {"description": "No API key, or a wrong one, while LOOPML_API_KEY is set."}}
+_BUSY = {503: {"description": "No model loaded, or the server is busy (`Retry-After: 1`)."}}
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -193,128 +246,404 @@ def create_app(
     alias: str = "champion",
     max_rows: int = 10_000,
     served: ServedModel | None = None,
+    api_key: str | None = None,
+    admin_token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_inflight: int = 64,
+    reload_interval_s: float = 2.0,
 ) -> FastAPI:
     """The serving app for ``project``; it loads the model ``alias`` points at when it starts.
 
     Pass ``served`` to serve a model already loaded (``serve`` does, so that the deployment it
     records names the version actually served). If loading fails, ``/ready`` answers 503 with the
-    reason and ``/predict`` refuses, while ``/health`` still answers.
+    reason and ``/predict`` refuses, while ``/health`` still answers. Every ``reload_interval_s``
+    (0: never) the alias is checked and a version it moved to replaces the served one.
+
+    ``api_key`` (default: ``LOOPML_API_KEY``) guards /predict and /feedback; ``admin_token``
+    (default: ``LOOPML_ADMIN_TOKEN``) guards /admin/*, which are disabled without one. Bodies over
+    ``max_body_bytes`` get 413, batches over ``max_rows`` get 413, and past ``max_inflight``
+    requests in flight the app answers 503 at once.
 
     >>> import httpx                                                         # doctest: +SKIP
     >>> app = create_app(store, "benefits-outreach")                         # doctest: +SKIP
     >>> httpx.post(url + "/predict", json={"row": {"age": 41, ...}}).json()  # doctest: +SKIP
     {'model_version': 1, 'predictions': [{'id': '9f0c...', 'prediction': 'yes', 'probability': 0.81, ...}]}
     """
+    _check_limits(max_rows=max_rows, max_body_bytes=max_body_bytes, max_inflight=max_inflight,
+                  reload_interval_s=reload_interval_s)
+    metrics = ServingMetrics()
+    closing: set[asyncio.Task] = set()  # the retired batchers finishing their queues
+
+    def on_swap(new: Live, old: Live | None) -> None:
+        metrics.model_version.set(new.version)
+        if old is not None:
+            metrics.reloads.labels(outcome="swapped").inc()
+        if old is not None and old.batcher is not None:
+            # Requests already queued finish on the old model; new ones reach the new batcher.
+            task = asyncio.get_running_loop().create_task(old.batcher.close())
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+
+    holder = ModelHolder(store, project, alias, load=lambda: _prepare(load_served_model(store, project, alias)),
+                         on_swap=on_swap)
+
+    def on_watch_error(exc: Exception) -> None:
+        if holder.current is None:
+            if str(exc) != holder.error:
+                logger.warning("loopml serve: no model loaded: %s", exc)
+            holder.error = str(exc)
+            return
+        metrics.reloads.labels(outcome="failed").inc()
+        logger.warning("loopml serve: %s of '%s' moved but could not be loaded; still serving version %d: %s",
+                       alias, project, holder.current.version, exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if app.state.served is None:
-            try:
-                app.state.served = load_served_model(store, project, alias)
-            except LoopmlError as exc:
-                # Stay up and say why on /ready, so an orchestrator's probe shows the cause.
-                app.state.load_error = str(exc)
-                logger.warning("loopml serve: no model loaded: %s", exc)
-        yield
+        try:
+            if served is not None:
+                holder.current = await run_in_threadpool(_prepare, served)
+                on_swap(holder.current, None)
+            else:
+                await holder.refresh()
+        except LoopmlError as exc:
+            # Stay up and say why on /ready, so an orchestrator's probe shows the cause.
+            holder.error = str(exc)
+            logger.warning("loopml serve: no model loaded: %s", exc)
+        app.state.prediction_log = PredictionLog(store, project)
+        app.state.prediction_log.start()
+        watcher = (asyncio.create_task(holder.watch(reload_interval_s, on_watch_error))
+                   if reload_interval_s > 0 else None)
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if holder.current is not None and holder.current.batcher is not None:
+                await holder.current.batcher.close()
+            await asyncio.gather(*closing)
+            # uvicorn gets here after answering the requests in flight (SIGTERM, Ctrl-C): write every prediction.
+            await asyncio.to_thread(app.state.prediction_log.close)
+            metrics.worker_exited()
 
     app = FastAPI(title=f"loopml: {project}", lifespan=lifespan)
-    app.state.served = served
-    app.state.load_error = "the model is still loading"
+    app.state.secrets = Secrets.resolve(api_key, admin_token)
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _internal_error)
 
-    def _served() -> ServedModel:
-        if app.state.served is None:
-            raise HTTPException(503, detail=f"no model loaded: {app.state.load_error}")
-        return app.state.served
+    def _live() -> Live:
+        live = holder.current
+        if live is None:
+            raise HTTPException(503, detail=f"no model loaded: {holder.error}")
+        return live
 
-    @app.get("/health")
-    def health() -> HealthResponse:
-        """The process is up (it may still have no model; see /ready)."""
-        return HealthResponse()
-
-    @app.get("/ready", responses={503: {"description": "No model loaded; `detail` says why."}})
-    def ready() -> ReadyResponse:
-        """A model is loaded and predictions will be served."""
-        return ReadyResponse(model_version=_served().model_version.version)
-
-    @app.post("/predict", responses={413: _PROBLEMS, 422: _PROBLEMS, 503: {"description": "No model loaded."}})
-    def predict(body: PredictRequest) -> PredictResponse:
-        """Predict one record or a batch; each prediction is logged under the id it returns."""
-        s = _served()
-        records = body.records
-        if len(records) > max_rows:
-            raise HTTPException(413, detail=[_problem(
-                f"a batch of {len(records):,} rows is over the limit of {max_rows:,} rows per request; "
-                "send smaller batches")])
-        start = time.perf_counter()
+    def _log(live: Live, records: list[dict[str, Any]], predictions: list[dict[str, Any]], latency_ms: float) -> None:
+        # The one place predictions reach the prediction log.
         try:
-            X = s.contract.validate_records(records)
-        except ContractViolation as exc:
-            raise HTTPException(422, detail=[
-                _problem(e.reason, row=e.row if e.row >= 0 else None, column=e.column or None) for e in exc.errors
-            ]) from exc
-        predictions = _predict(s.model, X)
-        latency_ms = (time.perf_counter() - start) * 1000 / len(records)
-        store.log_predictions(project, s.model_version.id, [
-            {"id": p.id, "features": _json_safe(r), "prediction": p.prediction, "probability": p.probability,
-             "latency_ms": latency_ms}
-            for p, r in zip(predictions, records, strict=True)
-        ])
-        return PredictResponse(model_version=s.model_version.version, predictions=predictions)
+            app.state.prediction_log.append(live.served.model_version.id, [
+                {"id": p["id"], "features": _json_safe(r), "prediction": p["prediction"],
+                 "probability": p["probability"], "latency_ms": latency_ms}
+                for p, r in zip(predictions, records, strict=True)
+            ])
+        except LogBackpressure as exc:  # refuse rather than answer a prediction that may never be logged
+            raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
 
-    @app.post("/feedback", responses={404: {"description": "Unknown prediction id."},
-                                      409: {"description": "The prediction already has a label."},
-                                      422: _PROBLEMS})
-    def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """Record the true label of a logged prediction (once)."""
-        label = _known_label(_served().model, body.label)
+    def _record_feedback(prediction_id: str, label: Any) -> None:
+        # The one place feedback reaches the prediction log.
         try:
-            store.record_feedback(project, body.prediction_id, label)
+            app.state.prediction_log.record_feedback(prediction_id, label)
         except NotFoundError as exc:
             raise HTTPException(404, detail=str(exc)) from exc
         except ConflictError as exc:
             raise HTTPException(409, detail=str(exc)) from exc
+
+    def _answered(live: Live, records: list[dict[str, Any]], predictions: list[dict[str, Any]],
+                  start: float) -> Response:
+        _log(live, records, predictions, (time.perf_counter() - start) * 1000 / len(records))
+        metrics.predicted_rows.labels(model_version=str(live.version)).inc(len(predictions))
+        return json_response({"model_version": live.version, "predictions": predictions},
+                             headers={"x-loopml-model-version": str(live.version)})
+
+    def _answer(live: Live, records: list[dict[str, Any]]) -> Response:
+        """Check, predict and log a batch (in a worker thread: it is the model's CPU time)."""
+        start = time.perf_counter()
+        try:
+            result = live.fast.predict_records(records)
+        except ContractViolation as exc:
+            raise _violations(exc.errors) from exc
+        except LoopmlError as exc:
+            raise _model_failed(live, exc) from exc
+        return _answered(live, records, _predictions(result), start)
+
+    async def _answer_one(live: Live, record: dict[str, Any]) -> Response:
+        """Check one record, then predict it in a micro-batch shared with concurrent requests."""
+        start = time.perf_counter()
+        # Checked alone first: a batch call fails for all it holds, so a bad record must not join one.
+        errors = live.fast.validate([record])
+        if errors:
+            raise _violations(errors)
+        try:
+            row = await live.batcher.submit(record)
+        except Overloaded as exc:
+            raise HTTPException(503, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+        except LoopmlError as exc:
+            raise _model_failed(live, exc) from exc
+        prediction = {"id": uuid.uuid4().hex, "prediction": row.label, "probability": row.probability,
+                      "probabilities": row.probabilities}
+        return _answered(live, [record], [prediction], start)
+
+    # The probes and /metrics are async: they answer on the event loop even when every worker thread is busy.
+    @app.get("/health")
+    async def health() -> HealthResponse:
+        """The process is up (it may still have no model; see /ready)."""
+        return HealthResponse()
+
+    @app.get("/ready", responses={503: {"description": "No model loaded; `detail` says why."}})
+    async def ready() -> ReadyResponse:
+        """A model is loaded and predictions will be served."""
+        return ReadyResponse(model_version=_live().version)
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics_endpoint() -> Response:
+        """Prometheus metrics: requests, latency, errors, rows predicted, the version served, requests in flight."""
+        content, media_type = metrics.render()
+        return Response(content, media_type=media_type)
+
+    @app.post("/predict", dependencies=[Depends(require_api_key)], response_model=PredictResponse,
+              responses={**_UNAUTHORIZED, 413: _PROBLEMS, 415: _PROBLEMS, 422: _PROBLEMS, **_BUSY,
+                         500: {"model": ProblemResponse, "description": "The model failed on valid rows."}},
+              openapi_extra=request_body(PredictRequest, tables=True))
+    async def predict(request: Request) -> Response:
+        """Predict one record or a batch; each prediction is logged under the id it returns.
+
+        JSON (`{"row": {...}}` or `{"rows": [...]}`) is the default; large batches may be sent as an Arrow
+        IPC stream (`application/vnd.apache.arrow.stream`) or a Parquet file (`application/vnd.apache.parquet`).
+        """
+        _live()  # no model: 503 before reading a body nothing can answer
+        kind = _bodies.body_kind(request.headers.get("content-type"))
+        body = await _read(request)
+        if kind == "json":
+            parsed = (_bodies.parse_json(body, PredictRequest) if len(body) <= _INLINE_PARSE_BYTES
+                      else await run_in_threadpool(_bodies.parse_json, body, PredictRequest))
+            records = parsed.records
+        else:
+            records = await run_in_threadpool(_bodies.read_table, body, kind, max_rows)
+        if len(records) > max_rows:
+            raise _bodies.too_many_rows(f"{len(records):,}", max_rows)
+        # The model current now answers (a swap after this point leaves this request on it).
+        live = _live()
+        if kind == "json" and parsed.row is not None and live.batcher is not None:
+            return await _answer_one(live, records[0])
+        return await run_in_threadpool(_answer, live, records)
+
+    @app.post("/feedback", dependencies=[Depends(require_api_key)], response_model=FeedbackResponse,
+              responses={**_UNAUTHORIZED, 404: {"description": "Unknown prediction id."},
+                         409: {"description": "The prediction already has a label."},
+                         415: _PROBLEMS, 422: _PROBLEMS, **_BUSY},
+              openapi_extra=request_body(FeedbackRequest, tables=False))
+    async def feedback(request: Request) -> FeedbackResponse:
+        """Record the true label of a logged prediction (once)."""
+        live = _live()
+        if _bodies.body_kind(request.headers.get("content-type")) != "json":
+            raise problems_error(415, [problem(f"send feedback as {_bodies.JSON_TYPE}")])
+        body = _bodies.parse_json(await _read(request), FeedbackRequest)
+        label = _known_label(live.served.model, body.label)
+        await run_in_threadpool(_record_feedback, body.prediction_id, label)
         return FeedbackResponse()
 
+    @app.post("/admin/reload", dependencies=[Depends(require_admin)],
+              responses={401: {"description": "No admin token, or a wrong one."},
+                         403: {"description": "Admin endpoints are disabled: LOOPML_ADMIN_TOKEN is not set."},
+                         409: {"description": "The alias points at nothing, or its version cannot be loaded."}})
+    async def reload() -> ReloadResponse:
+        """Load the version the alias points at now, without waiting for the next check."""
+        try:
+            swapped = await holder.refresh(force=True)
+        except LoopmlError as exc:
+            if holder.current is not None:
+                metrics.reloads.labels(outcome="failed").inc()
+            still = f"still serving version {holder.current.version}" if holder.current else "no model is served"
+            raise HTTPException(409, detail=f"reload failed ({still}): {exc}") from exc
+        return ReloadResponse(model_version=_live().version, swapped=swapped)
+
+    unguarded = unguarded_routes(app)
+    if unguarded:  # deny by default: a new route must choose public or protected
+        raise LoopmlError(f"routes neither public nor protected: {', '.join(unguarded)}")
+
+    def openapi() -> dict[str, Any]:
+        live = holder.current
+        key = live.served.model_version.id if live else None
+        if app.state.openapi_for != key:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                   description=f"Predictions of the {alias} model of '{project}'.")
+            app.state.openapi = with_contract(document, [PredictRequest, FeedbackRequest],
+                                              live.served.contract if live else None, live.version if live else None)
+            app.state.openapi_for = key
+        return app.state.openapi
+
+    app.state.openapi_for = object()  # nothing built yet
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    routes = frozenset(getattr(r, "path", "") for r in app.routes)
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(InflightLimit, max_inflight=max_inflight, exempt=frozenset({"/health", "/ready", "/metrics"}),
+                       on_change=metrics.inflight.inc)
+    app.add_middleware(WorkerHeader)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
 
 
-def serve(store: Store, project: str, *, host: str = "127.0.0.1", port: int = 8080, alias: str = "champion") -> None:
+def serve(
+    store: Store,
+    project: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    alias: str = "champion",
+    workers: int = 1,
+    max_rows: int = 10_000,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_inflight: int = 64,
+    reload_interval_s: float = 2.0,
+) -> None:
     """Serve ``alias`` of ``project`` until stopped (Ctrl-C), recording the deployment in the store.
 
-    >>> serve(Store.open("."), "benefits-outreach", port=8080)   # doctest: +SKIP
+    With ``workers`` > 1 each worker is its own process running :func:`app_from_env`; they share the
+    port, the store and (summed) the metrics. Secrets come from ``LOOPML_API_KEY`` / ``LOOPML_ADMIN_TOKEN``.
+
+    >>> serve(Store.open("."), "benefits-outreach", port=8080, workers=4)   # doctest: +SKIP
     """
+    options = {"max_rows": max_rows, "max_body_bytes": max_body_bytes, "max_inflight": max_inflight,
+               "reload_interval_s": reload_interval_s}
+    _check_limits(**options)
+    if not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"workers must be a whole number of processes, at least 1; got {workers!r}")
+    if workers > 1 and store.root is None:
+        raise SpecError("serving with several workers needs a store opened with Store.open(root), "
+                        "so that each worker can open it too")
     served = load_served_model(store, project, alias)  # fail here, with the reason, not inside uvicorn
-    app = create_app(store, project, alias=alias, served=served)
     deployment = store.start_deployment(project, served.model_version.id, host, port)
+    previous = _exit_cleanly_on_sigterm()
     try:
-        uvicorn.run(app, host=host, port=port, workers=1, log_level="warning")
+        if workers == 1:
+            app = create_app(store, project, alias=alias, served=served, **options)
+            uvicorn.run(app, host=host, port=port, workers=1, log_level="warning")
+        else:
+            with _worker_environment(store, project, alias, options):
+                uvicorn.run(f"{__name__}:app_from_env", factory=True, host=host, port=port, workers=workers,
+                            log_level="warning")
     finally:
         store.stop_deployment(deployment)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly_on_sigterm() -> Any:
+    # uvicorn drains, then re-raises SIGTERM to the handler it found; make that handler end the process
+    # through SystemExit, so the deployment is closed and the exit code is 0 for a requested stop.
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    return signal.signal(signal.SIGTERM, _stop)
+
+
+def app_from_env() -> FastAPI:
+    """The app described by ``LOOPML_SERVE_*`` variables: what each worker of ``serve(workers=N)`` runs.
+
+    ``LOOPML_SERVE_ROOT`` (the project folder) and ``LOOPML_SERVE_PROJECT`` are required;
+    ``LOOPML_SERVE_ALIAS``, ``LOOPML_SERVE_DB``, ``LOOPML_SERVE_ARTIFACTS`` and ``LOOPML_SERVE_OPTIONS``
+    (JSON of ``create_app`` limits) are optional. It also suits any ASGI server with an app factory:
+
+    >>> # LOOPML_SERVE_ROOT=. LOOPML_SERVE_PROJECT=benefits-outreach \\
+    >>> #   uvicorn --factory loopml.operations.serve:app_from_env --workers 4
+    """
+    missing = [name for name in (ENV_ROOT, ENV_PROJECT) if not os.environ.get(name)]
+    if missing:
+        raise SpecError(f"app_from_env: set {' and '.join(missing)} (the project folder and the project name)")
+    try:
+        options = json.loads(os.environ.get(ENV_OPTIONS) or "{}")
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{ENV_OPTIONS} is not valid JSON ({exc}); expected e.g. {{\"max_rows\": 10000}}") from None
+    unknown = sorted(set(options) - set(_OPTIONS)) if isinstance(options, dict) else ["(not an object)"]
+    if unknown:
+        raise SpecError(f"{ENV_OPTIONS}: unknown keys {', '.join(unknown)}; allowed: {', '.join(_OPTIONS)}")
+    store = Store.open(os.environ[ENV_ROOT], url=os.environ.get(ENV_DB) or None)
+    if os.environ.get(ENV_ARTIFACTS):
+        store.artifacts = ArtifactStore(os.environ[ENV_ARTIFACTS])
+    return create_app(store, os.environ[ENV_PROJECT], alias=os.environ.get(ENV_ALIAS) or "champion", **options)
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _problem(reason: str, *, row: int | None = None, column: str | None = None) -> dict[str, Any]:
-    return Problem(row=row, column=column, reason=reason).model_dump()
+def _check_limits(*, max_rows: int, max_body_bytes: int, max_inflight: int, reload_interval_s: float) -> None:
+    for name, value in (("max_rows", max_rows), ("max_body_bytes", max_body_bytes), ("max_inflight", max_inflight)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"{name} must be a whole number of at least 1; got {value!r}")
+    if isinstance(reload_interval_s, bool) or not isinstance(reload_interval_s, (int, float)) \
+            or not math.isfinite(reload_interval_s) or reload_interval_s < 0:
+        raise SpecError(f"reload_interval_s must be a number of seconds, 0 or more (0: never reload); "
+                        f"got {reload_interval_s!r}")
 
 
-def _predict(model: TrainedModel, X) -> list[Prediction]:
-    # model.predict applies the operating point (binary threshold), so serving and evaluation agree.
-    labels = model.predict(X).tolist()
+@contextlib.contextmanager
+def _worker_environment(store: Store, project: str, alias: str, options: dict[str, Any]) -> Iterator[None]:
+    """Set what each worker's :func:`app_from_env` reads, and a shared metrics folder; restore after."""
+    values = {ENV_ROOT: str(store.root), ENV_PROJECT: project, ENV_ALIAS: alias,
+              ENV_DB: store.engine.url.render_as_string(hide_password=False),
+              ENV_ARTIFACTS: str(store.artifacts.root), ENV_OPTIONS: json.dumps(options)}
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get(MULTIPROC_ENV):
+            values[MULTIPROC_ENV] = stack.enter_context(tempfile.TemporaryDirectory(prefix="loopml-metrics-"))
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+async def _read(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise HTTPException(400, detail="the client closed the connection before the whole body arrived") from None
+
+
+def _violations(errors: list) -> HTTPException:
+    return problems_error(422, [
+        problem(e.reason, row=e.row if e.row >= 0 else None, column=e.column or None) for e in errors])
+
+
+def _model_failed(live: Live, exc: LoopmlError) -> HTTPException:
+    # Rows the contract accepted made the model fail: a fault of the served model, to log and fix.
+    logger.error("loopml serve: version %d failed on rows its contract accepted: %s", live.version, exc)
+    return problems_error(500, [problem(str(exc))])
+
+
+def _predictions(result: CompiledPrediction) -> list[dict[str, Any]]:
+    """One response entry per record, as plain Python values (ids are new)."""
+    labels = result.labels.tolist()
     n = len(labels)
-    probability: list[float | None] = [None] * n
-    probabilities: list[dict[str, float] | None] = [None] * n
-    if model.task == "binary":
-        probability = model.predict_proba(X)[:, 1].tolist()
-    elif model.task == "multiclass":
-        P = model.predict_proba(X)
-        probability = P.max(axis=1).tolist()
-        names = [str(c) for c in model.classes]
-        probabilities = [dict(zip(names, p, strict=True)) for p in P.tolist()]
+    probability = result.probability.tolist() if result.probability is not None else [None] * n
+    if result.probabilities is not None:
+        names = [str(c) for c in result.classes]
+        probabilities = [dict(zip(names, p, strict=True)) for p in result.probabilities.tolist()]
+    else:
+        probabilities = [None] * n
     return [
-        Prediction(id=uuid.uuid4().hex, prediction=label, probability=p, probabilities=ps)
+        {"id": uuid.uuid4().hex, "prediction": label, "probability": p, "probabilities": ps}
         for label, p, ps in zip(labels, probability, probabilities, strict=True)
     ]
 
@@ -328,39 +657,30 @@ def _known_label(model: TrainedModel, label: Label) -> Any:
     """The label as the model knows it (its class value), or a 422 saying what is accepted."""
     if model.task == "regression":
         if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label):
-            raise HTTPException(422, detail=[_problem(
+            raise problems_error(422, [problem(
                 f"a regression label must be a finite number; got {label!r}", column="label")])
         return float(label)
     if isinstance(label, float) and label.is_integer():
         label = int(label)  # 1.0 from a JSON client is the class "1"
     known = {str(c): c for c in model.classes}
     if str(label) not in known:
-        raise HTTPException(422, detail=[_problem(
-            f"unknown label {label!r}; the model's classes are: {', '.join(known)}", column="label")])
+        raise problems_error(422, [problem(
+            f"unknown label {str(label)[:100]!r}; the model's classes are: {', '.join(known)}", column="label")])
     return known[str(label)]
 
 
-async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A body FastAPI could not parse or validate, as the same ``detail`` list as contract problems."""
-    return JSONResponse(status_code=422, content={"detail": [_request_problem(e) for e in exc.errors()]})
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Every HTTP error as ``{"detail": ...}`` JSON that any client text can be encoded in."""
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return json_response({"detail": exc.detail}, status=exc.status_code, headers=exc.headers)
 
 
-def _request_problem(error: dict[str, Any]) -> dict[str, Any]:
-    # The default handler echoes the input back, and a NaN in it cannot be encoded (a 500):
-    # report only where and why.
-    loc = list(error.get("loc", ()))
-    if error.get("type") == "json_invalid":
-        cause = (error.get("ctx") or {}).get("error", "cannot be parsed")
-        at = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
-        return _problem(f"the body is not valid JSON: {cause}{at}")
-    inner = loc[1:] if loc[:1] == ["body"] else loc
-    row = column = None
-    if inner[:1] == ["rows"] and len(inner) > 1 and isinstance(inner[1], int):
-        row = inner[1]
-        column = str(inner[2]) if len(inner) > 2 else None
-    elif inner[:1] == ["row"]:
-        row = 0
-        column = str(inner[1]) if len(inner) > 1 else None
-    path = "body" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inner)
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return _problem(f"{path}: {message}", row=row, column=column)
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure (a bug of ours) as JSON too; the traceback goes to the server log."""
+    return json_response({"detail": "internal error: the server failed on this request; see its log"}, status=500)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """A request FastAPI could not validate, as the same ``detail`` list as contract problems."""
+    return json_response({"detail": [_bodies.request_problem(e) for e in exc.errors()]}, status=422)

@@ -12,9 +12,12 @@ ModelVersion(version=1, ...)
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
+import platform
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +30,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from loopml.decisions import Decision
-from loopml.errors import ConflictError, NotFoundError, StoreError
+from loopml.errors import ArtifactError, ConflictError, NotFoundError, StoreError
 from loopml.store import schema as t
-from loopml.store.artifacts import ArtifactStore
+from loopml.store.artifacts import PICKLE_REFUSED, ArtifactStore, pickle_family
 
 __all__ = ["ModelVersion", "SnapshotRecord", "Store", "store_url"]
 
@@ -86,6 +89,8 @@ class ModelVersion:
     status: str
     created_at: datetime
     aliases: tuple[str, ...] = field(default=())
+    decision_id: int | None = None  # the decision that registered it, when one did
+    artifact_size: int | None = None  # bytes
 
 
 class Store:
@@ -94,6 +99,12 @@ class Store:
     def __init__(self, engine: Engine, artifacts: ArtifactStore):
         self.engine = engine
         self.artifacts = artifacts
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path | None:
+        """The project folder :meth:`open` was given (a model's feature hook is imported from it)."""
+        return self._root
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -112,6 +123,7 @@ class Store:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine, ArtifactStore(artifact_root))
+        store._root = root.resolve()
         store._migrate()
         return store
 
@@ -245,20 +257,26 @@ class Store:
         """Store the artifact and its version row (and the decision that registered it) in one transaction.
 
         The file is written first under its content hash; if the transaction fails, the
-        version does not exist and a file no row points to is removed.
+        version does not exist and a file no row points to is removed. The lineage gains the
+        Python and loopml versions and the git commit of the project folder (null outside a git
+        repository) unless it names them already. Pickle-family bytes are refused.
         """
+        if (kind := pickle_family(model_bytes)) is not None:
+            raise ArtifactError(f"refusing to register {kind}: {PICKLE_REFUSED}")
+        lineage = {**lineage, "packages": {**_runtime_versions(), **(lineage.get("packages") or {})}}
+        lineage.setdefault("git_commit", _git_commit(self.root))
         ref = self.artifacts.put(model_bytes, kind="models", suffix=".json")
         try:
             with self.engine.begin() as conn:
                 artifact_id = self._artifact_row(conn, project, "model", ref)
                 version = (conn.execute(sa.select(sa.func.max(t.model_versions.c.version))
                                         .where(t.model_versions.c.project == project)).scalar() or 0) + 1
+                decision_id = self.record_decision(project, decision, conn).id if decision is not None else None
                 conn.execute(t.model_versions.insert().values(
                     project=project, version=version, input_key=input_key, run_id=run_id, snapshot_id=snapshot_id,
                     artifact_id=artifact_id, spec_hash=spec_hash, family=family, metrics=metrics,
-                    operating_point=operating_point, lineage=lineage, status="registered", created_at=_now()))
-                if decision is not None:
-                    self.record_decision(project, decision, conn)
+                    operating_point=operating_point, lineage=lineage, status="registered", created_at=_now(),
+                    decision_id=decision_id))
         except Exception:
             if not self._artifact_referenced(ref.path):
                 self.artifacts.remove(ref.path)
@@ -266,7 +284,9 @@ class Store:
         return self.model_version(project, version)
 
     def find_model(self, project: str, input_key: str) -> ModelVersion | None:
-        found = self._versions_where(t.model_versions.c.project == project, t.model_versions.c.input_key == input_key)
+        """The latest version trained on exactly these inputs that is not archived (reuse never revives one)."""
+        found = self._versions_where(t.model_versions.c.project == project, t.model_versions.c.input_key == input_key,
+                                     t.model_versions.c.status != "archived")
         return found[-1] if found else None
 
     def model_versions(self, project: str) -> list[ModelVersion]:
@@ -281,7 +301,67 @@ class Store:
         return found[0]
 
     def read_model(self, mv: ModelVersion) -> bytes:
-        return self.artifacts.read(mv.artifact_path, mv.artifact_sha256)
+        """The model's bytes, SHA-256 checked; :class:`ArtifactError` for pickle-family or other non-JSON files."""
+        data = self.artifacts.read(mv.artifact_path, mv.artifact_sha256)
+        if (kind := pickle_family(data)) is not None:
+            raise ArtifactError(f"artifact '{mv.artifact_path}' of model version {mv.version} is {kind}: "
+                                f"{PICKLE_REFUSED}. Register the model again with `loopml run`")
+        if data[:64].lstrip()[:1] != b"{":
+            raise ArtifactError(f"artifact '{mv.artifact_path}' of model version {mv.version} is not a loopml model: "
+                                "it is not a JSON object, and loopml stores models as JSON. Register the model again "
+                                "with `loopml run`")
+        return data
+
+    def registered_by(self, mv: ModelVersion) -> Decision | None:
+        """The decision that registered ``mv``, if one was recorded with it."""
+        if mv.decision_id is None:
+            return None
+        with self.engine.connect() as conn:
+            r = conn.execute(t.decisions.select().where(t.decisions.c.id == mv.decision_id)).mappings().first()
+        return None if r is None else _decision(r)
+
+    def registry_decisions(self, project: str) -> list[Decision]:
+        """The registry's own decisions (promote, rollback, archive, export by hand), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(t.decisions.select().where(
+                t.decisions.c.project == project, t.decisions.c.stage == "operations",
+                t.decisions.c.gate == "registry").order_by(t.decisions.c.id)).mappings().all()
+        return [_decision(r) for r in rows]
+
+    def alias_history(self, project: str, model_version_id: int | None = None) -> list[dict[str, Any]]:
+        """Every alias move, oldest first (only those onto ``model_version_id`` when given), with version numbers."""
+        to, before = t.model_versions.alias("to_version"), t.model_versions.alias("from_version")
+        h = t.alias_history
+        q = (sa.select(h.c.alias, to.c.version.label("version"), before.c.version.label("previous_version"),
+                       h.c.actor, h.c.reason, h.c.at)
+             .join(to, to.c.id == h.c.model_version_id).outerjoin(before, before.c.id == h.c.previous_version_id)
+             .where(h.c.project == project).order_by(h.c.id))
+        if model_version_id is not None:
+            q = q.where(h.c.model_version_id == model_version_id)
+        with self.engine.connect() as conn:
+            return [{**r, "at": _utc(r["at"])} for r in conn.execute(q).mappings()]
+
+    def archive_model(self, project: str, version: int, *, decision: Decision) -> ModelVersion:
+        """Mark ``version`` archived (it can no longer take an alias) and record ``decision``. One transaction.
+
+        :class:`ConflictError` when it is the champion or already archived.
+        """
+        target = self.model_version(project, version)
+        with self.engine.begin() as conn:
+            status = conn.execute(sa.select(t.model_versions.c.status).where(t.model_versions.c.id == target.id)
+                                  .with_for_update()).scalar()
+            champion = conn.execute(sa.select(t.aliases.c.model_version_id).where(
+                t.aliases.c.project == project, t.aliases.c.alias == "champion").with_for_update()).scalar()
+            if status == "archived":
+                raise ConflictError(f"model version {version} of project '{project}' is already archived")
+            if champion == target.id:
+                raise ConflictError(f"model version {version} is the champion of project '{project}' and cannot be "
+                                    "archived; promote another version first (`loopml models promote N --reason "
+                                    "...`), then archive this one")
+            conn.execute(t.model_versions.update().where(t.model_versions.c.id == target.id)
+                         .values(status="archived"))
+            self.record_decision(project, decision, conn)
+        return self.model_version(project, version)
 
     def alias(self, project: str, alias: str) -> ModelVersion | None:
         with self.engine.connect() as conn:
@@ -296,6 +376,12 @@ class Store:
         """Point ``alias`` at ``version``; returns the version it pointed at before. One transaction."""
         target = self.model_version(project, version)
         with self.engine.begin() as conn:
+            status = conn.execute(sa.select(t.model_versions.c.status).where(t.model_versions.c.id == target.id)
+                                  .with_for_update()).scalar()
+            if status == "archived":
+                raise ConflictError(f"model version {version} of project '{project}' is archived and cannot become "
+                                    f"{alias}; promote a version that is not archived, or register a new one with "
+                                    "`loopml run`")
             prev_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
                 t.aliases.c.project == project, t.aliases.c.alias == alias)
                 .with_for_update()).scalar()
@@ -321,7 +407,7 @@ class Store:
         return self._versions_where(t.model_versions.c.id == prev_id)[0] if prev_id else None
 
     def _versions_where(self, *where) -> list[ModelVersion]:
-        q = (sa.select(t.model_versions, t.artifacts.c.path, t.artifacts.c.sha256)
+        q = (sa.select(t.model_versions, t.artifacts.c.path, t.artifacts.c.sha256, t.artifacts.c.size)
              .join(t.artifacts, t.artifacts.c.id == t.model_versions.c.artifact_id)
              .where(*where).order_by(t.model_versions.c.version))
         with self.engine.connect() as conn:
@@ -337,21 +423,37 @@ class Store:
                          artifact_sha256=r["sha256"], spec_hash=r["spec_hash"], family=r["family"],
                          metrics=r["metrics"], operating_point=r["operating_point"], lineage=r["lineage"],
                          status=r["status"], created_at=_utc(r["created_at"]),
-                         aliases=tuple(sorted(names.get(r["id"], []))))
+                         aliases=tuple(sorted(names.get(r["id"], []))), decision_id=r["decision_id"],
+                         artifact_size=r["size"])
             for r in rows
         ]
 
     # -- predictions and feedback --------------------------------------------------------------
 
-    def log_predictions(self, project: str, model_version_id: int, rows: list[dict[str, Any]]) -> None:
-        """Append predictions (``id``, ``features``, ``prediction``, ``probability``, ``latency_ms``)."""
+    def log_predictions(self, project: str, model_version_id: int, rows: list[dict[str, Any]], *,
+                        skip_existing: bool = False) -> None:
+        """Append predictions in one transaction, as one batched insert.
+
+        A row holds ``id``, ``features``, ``prediction`` and optionally ``probability`` and ``latency_ms``;
+        it may carry its own ``model_version_id`` and ``created_at`` (a group commit mixes requests).
+        ``skip_existing`` makes a retried write idempotent: ids already stored are left as they are.
+
+        >>> store.log_predictions("benefits-outreach", mv.id, [{"id": "9f0c", "features": {"age": 41},
+        ...                       "prediction": "yes", "probability": 0.81, "latency_ms": 0.4}])  # doctest: +SKIP
+        """
         if not rows:
             return
         now = _now()
-        with self.engine.begin() as conn:
-            conn.execute(t.predictions.insert(), [
-                {"project": project, "model_version_id": model_version_id, "created_at": now, **r} for r in rows
-            ])
+        values = [_prediction_values(project, model_version_id, now, r) for r in rows]
+        insert = _insert_skipping_existing(self.engine.dialect.name) if skip_existing else t.predictions.insert()
+        try:
+            with self.engine.begin() as conn:
+                # One executemany: sqlite3 and psycopg (pipeline mode) each send the batch in one go.
+                conn.execute(insert, values)
+        except sa.exc.IntegrityError as exc:
+            raise ConflictError(
+                f"cannot log {len(rows)} predictions for project '{project}': {exc.orig}; every prediction id "
+                "must be new and model_version_id must name a registered model version") from None
 
     def record_feedback(self, project: str, prediction_id: str, label: Any) -> None:
         """Attach the true label to a logged prediction; :class:`StoreError` if unknown or already labeled."""
@@ -360,13 +462,14 @@ class Store:
                 t.predictions.c.id == prediction_id, t.predictions.c.project == project)).scalar()
             if known is None:
                 raise NotFoundError(f"unknown prediction_id '{prediction_id}': no prediction with this id was logged "
-                                 f"for project '{project}'")
+                                    f"for project '{project}'")
             try:
                 with conn.begin_nested():
                     conn.execute(t.feedback.insert().values(prediction_id=prediction_id, project=project,
                                                             label=label, created_at=_now()))
             except sa.exc.IntegrityError:
-                raise ConflictError(f"prediction '{prediction_id}' already has a label; a label is recorded once") from None
+                raise ConflictError(
+                    f"prediction '{prediction_id}' already has a label; a label is recorded once") from None
 
     def labeled_predictions(self, project: str, *, after_feedback_seq: int = 0) -> list[dict[str, Any]]:
         """Predictions with their labels, in the order the labels arrived."""
@@ -387,31 +490,208 @@ class Store:
     # -- monitoring ----------------------------------------------------------------------------
 
     def add_monitor_window(self, project: str, *, model_version_id: int | None, first_seq: int, last_seq: int,
-                           rows: int, metrics: dict) -> int:
+                           rows: int, metrics: dict, kind: str = "labels", key: str | None = None,
+                           starts_at: datetime | None = None, ends_at: datetime | None = None,
+                           labeled: dict | None = None, labels_seq: int | None = None) -> int:
+        """Store one monitoring window; returns its id.
+
+        ``kind`` "labels" (``loopml maintain``: ``first_seq``/``last_seq`` are feedback seqs) or "predictions"
+        (``loopml monitor``: prediction-log seqs). ``key`` is unique per project: :class:`ConflictError` when a
+        window with that key is stored already, so a window two passes computed at once is kept once.
+        """
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(t.monitor_windows.insert().values(
+                    project=project, model_version_id=model_version_id, first_seq=first_seq, last_seq=last_seq,
+                    rows=rows, metrics=metrics, created_at=_now(), kind=kind, window_key=key, starts_at=starts_at,
+                    ends_at=ends_at, labeled=labeled, labels_seq=labels_seq)).inserted_primary_key[0]
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"monitor window '{key}' of project '{project}' is stored already: another "
+                                "monitoring pass computed it") from None
+
+    def last_monitored_seq(self, project: str, kind: str = "labels") -> int:
+        """The last seq the windows of ``kind`` cover (0 before the first window)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(t.monitor_windows.c.last_seq)).where(
+                t.monitor_windows.c.project == project, t.monitor_windows.c.kind == kind)).scalar() or 0
+
+    def monitor_cursor(self, project: str) -> dict[str, Any]:
+        """Where ``loopml monitor`` stopped: the last prediction seq, window end and feedback seq it has seen."""
+        w = t.monitor_windows
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sa.func.max(w.c.last_seq), sa.func.max(w.c.ends_at),
+                                         sa.func.max(w.c.labels_seq))
+                               .where(w.c.project == project, w.c.kind == "predictions")).one()
+        return {"last_seq": row[0] or 0, "ends_at": _utc(row[1]), "labels_seq": row[2] or 0}
+
+    def monitor_windows(self, project: str, *, kind: str | None = None, last: int | None = None,
+                        ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """Windows oldest first; only those of ``kind``, the latest ``last``, or those in ``ids`` when given."""
+        q = t.monitor_windows.select().where(t.monitor_windows.c.project == project)
+        if kind is not None:
+            q = q.where(t.monitor_windows.c.kind == kind)
+        if ids is not None:
+            q = q.where(t.monitor_windows.c.id.in_(ids))
+        q = q.order_by(t.monitor_windows.c.id.desc())
+        if last is not None:
+            q = q.limit(last)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [{**r, "created_at": _utc(r["created_at"]), "starts_at": _utc(r["starts_at"]),
+                 "ends_at": _utc(r["ends_at"])} for r in reversed(rows)]
+
+    def monitor_window_ranges(self, project: str) -> list[tuple[int, int, int]]:
+        """(id, first_seq, last_seq) of every non-empty prediction window, in seq order."""
+        w = t.monitor_windows
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                sa.select(w.c.id, w.c.first_seq, w.c.last_seq)
+                .where(w.c.project == project, w.c.kind == "predictions", w.c.rows > 0).order_by(w.c.first_seq))]
+
+    def set_window_labeled(self, window_id: int, *, labeled: dict, labels_seq: int) -> None:
+        """Record a window's labeled performance, computed on the labels up to feedback seq ``labels_seq``."""
         with self.engine.begin() as conn:
-            return conn.execute(t.monitor_windows.insert().values(
-                project=project, model_version_id=model_version_id, first_seq=first_seq, last_seq=last_seq,
-                rows=rows, metrics=metrics, created_at=_now())).inserted_primary_key[0]
+            conn.execute(t.monitor_windows.update().where(t.monitor_windows.c.id == window_id)
+                         .values(labeled=labeled, labels_seq=labels_seq))
 
-    def last_monitored_seq(self, project: str) -> int:
+    def logged_times(self, project: str, *, after_seq: int) -> list[tuple[int, datetime]]:
+        """(seq, created_at) of every prediction logged after ``after_seq``, in seq order."""
+        p = t.predictions
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(t.monitor_windows.c.last_seq))
-                                .where(t.monitor_windows.c.project == project)).scalar() or 0
+            return [(r[0], _utc(r[1])) for r in conn.execute(
+                sa.select(p.c.seq, p.c.created_at).where(p.c.project == project, p.c.seq > after_seq)
+                .order_by(p.c.seq))]
 
-    def monitor_windows(self, project: str) -> list[dict[str, Any]]:
+    def logged_rows(self, project: str, *, first_seq: int, last_seq: int) -> list[dict[str, Any]]:
+        """Logged predictions with seq in [first_seq, last_seq]; ``features`` and ``prediction`` as stored JSON text.
+
+        The text is not parsed here, so one corrupted row cannot make the whole range unreadable.
+        """
+        p = t.predictions
+        q = (sa.select(p.c.seq, p.c.id, p.c.model_version_id, sa.cast(p.c.features, sa.Text).label("features"),
+                       sa.cast(p.c.prediction, sa.Text).label("prediction"), p.c.probability, p.c.latency_ms,
+                       p.c.created_at)
+             .where(p.c.project == project, p.c.seq >= first_seq, p.c.seq <= last_seq).order_by(p.c.seq))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(t.monitor_windows.select().where(
-                t.monitor_windows.c.project == project).order_by(t.monitor_windows.c.id)).mappings()]
+            return [{**r, "created_at": _utc(r["created_at"])} for r in conn.execute(q).mappings()]
+
+    def window_labels(self, project: str, *, first_seq: int, last_seq: int, up_to_feedback_seq: int) -> dict[int, Any]:
+        """Prediction seq → label, for the predictions in [first_seq, last_seq] labeled by ``up_to_feedback_seq``."""
+        p, f = t.predictions, t.feedback
+        q = (sa.select(p.c.seq, f.c.label).join(f, f.c.prediction_id == p.c.id)
+             .where(p.c.project == project, p.c.seq >= first_seq, p.c.seq <= last_seq,
+                    f.c.seq <= up_to_feedback_seq))
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(q)}
+
+    def labeled_seqs(self, project: str, *, after_feedback_seq: int, up_to_feedback_seq: int) -> list[int]:
+        """Prediction seqs whose label arrived with a feedback seq in (after, up_to]."""
+        p, f = t.predictions, t.feedback
+        q = (sa.select(p.c.seq).join(f, f.c.prediction_id == p.c.id)
+             .where(f.c.project == project, f.c.seq > after_feedback_seq, f.c.seq <= up_to_feedback_seq)
+             .order_by(p.c.seq))
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    def last_feedback_seq(self, project: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(t.feedback.c.seq))
+                                .where(t.feedback.c.project == project)).scalar() or 0
 
     def add_alert(self, project: str, *, window_id: int | None, kind: str, detail: dict) -> int:
         with self.engine.begin() as conn:
             return conn.execute(t.alerts.insert().values(project=project, window_id=window_id, kind=kind,
                                                          detail=detail, created_at=_now())).inserted_primary_key[0]
 
-    def alerts(self, project: str) -> list[dict[str, Any]]:
+    def set_alert_delivery(self, alert_id: int, delivery: dict) -> None:
+        """Record how the alert's webhook went (attempts, HTTP status, error)."""
+        with self.engine.begin() as conn:
+            conn.execute(t.alerts.update().where(t.alerts.c.id == alert_id).values(delivery=delivery))
+
+    def alerts(self, project: str, *, window_id: int | None = None) -> list[dict[str, Any]]:
+        """Alerts oldest first (of one window when ``window_id`` is given)."""
+        q = t.alerts.select().where(t.alerts.c.project == project)
+        if window_id is not None:
+            q = q.where(t.alerts.c.window_id == window_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(t.alerts.select().where(t.alerts.c.project == project)
-                                                  .order_by(t.alerts.c.id)).mappings()]
+            return [{**r, "created_at": _utc(r["created_at"])} for r in conn.execute(q.order_by(t.alerts.c.id))
+                    .mappings()]
+
+    def alert_counts(self, project: str) -> dict[str, int]:
+        """Alerts raised so far, by kind."""
+        with self.engine.connect() as conn:
+            return {k: n for k, n in conn.execute(sa.select(t.alerts.c.kind, sa.func.count()).where(
+                t.alerts.c.project == project).group_by(t.alerts.c.kind))}
+
+    # -- locks and checkpoints -----------------------------------------------------------------
+
+    def try_lock(self, project: str, name: str, *, owner: str, pid: int, host: str,
+                 run_id: int | None = None) -> dict[str, Any] | None:
+        """Take lock ``name`` if nobody holds it: None when taken, else the holder (owner, pid, host, heartbeat).
+
+        >>> store.try_lock("benefits-outreach", "maintain", owner="h:41:1f0c", pid=41, host="h")  # doctest: +SKIP
+        """
+        now = _now()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.locks.insert().values(project=project, name=name, owner=owner, pid=pid, host=host,
+                                                     run_id=run_id, acquired_at=now, heartbeat_at=now))
+            return None
+        except sa.exc.IntegrityError:
+            # Released between the insert and this read: an empty holder says "try again".
+            return self.lock_holder(project, name) or {}
+
+    def take_over_lock(self, project: str, name: str, *, previous_owner: str, owner: str, pid: int, host: str,
+                       run_id: int | None = None) -> bool:
+        """Replace ``previous_owner`` by ``owner``; False when the lock changed hands meanwhile (someone else won)."""
+        now = _now()
+        with self.engine.begin() as conn:
+            done = conn.execute(t.locks.update().where(
+                t.locks.c.project == project, t.locks.c.name == name, t.locks.c.owner == previous_owner)
+                .values(owner=owner, pid=pid, host=host, run_id=run_id, acquired_at=now, heartbeat_at=now))
+        return done.rowcount == 1
+
+    def heartbeat_lock(self, project: str, name: str, owner: str, *, run_id: int | None = None) -> bool:
+        """Say the holder is alive (and, given, which run it does); False when ``owner`` no longer holds it."""
+        values: dict[str, Any] = {"heartbeat_at": _now()}
+        if run_id is not None:
+            values["run_id"] = run_id
+        with self.engine.begin() as conn:
+            done = conn.execute(t.locks.update().where(
+                t.locks.c.project == project, t.locks.c.name == name, t.locks.c.owner == owner).values(**values))
+        return done.rowcount == 1
+
+    def release_lock(self, project: str, name: str, owner: str) -> bool:
+        """Give the lock up; False when ``owner`` did not hold it (it was taken over)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(t.locks.delete().where(
+                t.locks.c.project == project, t.locks.c.name == name, t.locks.c.owner == owner))
+        return done.rowcount == 1
+
+    def lock_holder(self, project: str, name: str) -> dict[str, Any] | None:
+        """Who holds lock ``name``: owner, pid, host, run_id, acquired_at, heartbeat_at; None when free."""
+        with self.engine.connect() as conn:
+            row = conn.execute(t.locks.select().where(t.locks.c.project == project, t.locks.c.name == name)
+                               ).mappings().first()
+        if row is None:
+            return None
+        return {**row, "acquired_at": _utc(row["acquired_at"]), "heartbeat_at": _utc(row["heartbeat_at"])}
+
+    def checkpoint(self, project: str, name: str) -> Any:
+        """The value stored under ``name`` by :meth:`set_checkpoint`, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.checkpoints.c.value).where(
+                t.checkpoints.c.project == project, t.checkpoints.c.name == name)).scalar()
+
+    def set_checkpoint(self, project: str, name: str, value: Any) -> None:
+        """Store ``value`` (JSON) under ``name``, replacing the one before."""
+        with self.engine.begin() as conn:
+            done = conn.execute(t.checkpoints.update().where(
+                t.checkpoints.c.project == project, t.checkpoints.c.name == name)
+                .values(value=value, updated_at=_now()))
+            if done.rowcount == 0:
+                conn.execute(t.checkpoints.insert().values(project=project, name=name, value=value,
+                                                           updated_at=_now()))
 
     # -- deployments ---------------------------------------------------------------------------
 
@@ -454,6 +734,58 @@ class _Borrowed:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+_PREDICTION_FIELDS = ("id", "features", "prediction")
+
+
+def _prediction_values(project: str, model_version_id: int, now: datetime, row: dict[str, Any]) -> dict[str, Any]:
+    # Every row gets every column, so one executemany takes them all.
+    missing = [k for k in _PREDICTION_FIELDS if k not in row]
+    if missing:
+        raise StoreError(f"a prediction to log lacks {', '.join(missing)}; each row needs id, features and "
+                         f"prediction (got keys: {', '.join(sorted(row)) or 'none'})")
+    return {"id": row["id"], "project": project, "model_version_id": row.get("model_version_id", model_version_id),
+            "features": row["features"], "prediction": row["prediction"], "probability": row.get("probability"),
+            "latency_ms": row.get("latency_ms"), "created_at": row.get("created_at") or now}
+
+
+def _insert_skipping_existing(dialect: str):
+    # INSERT ... ON CONFLICT (id) DO NOTHING: a write retried after an ambiguous commit adds nothing twice.
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise StoreError(f"skip_existing needs PostgreSQL or SQLite; this store runs on {dialect}")
+    return insert(t.predictions).on_conflict_do_nothing(index_elements=["id"])
+
+
+def _decision(r) -> Decision:
+    return Decision(stage=r["stage"], gate=r["gate"], verdict=r["verdict"], action=r["action"],
+                    next_stage=r["next_stage"], summary=r["summary"], evidence=r["evidence"], actor=r["actor"],
+                    run_id=r["run_id"], id=r["id"], at=_utc(r["at"]))
+
+
+def _runtime_versions() -> dict[str, str]:
+    try:
+        loopml_version = importlib.metadata.version("loopml")
+    except importlib.metadata.PackageNotFoundError:
+        loopml_version = "unknown"
+    return {"python": platform.python_version(), "loopml": loopml_version}
+
+
+def _git_commit(folder: Path | None) -> str | None:
+    """The commit checked out in ``folder``'s git repository; None outside one or without git."""
+    if folder is None:
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--verify", "--quiet", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) in (40, 64) else None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

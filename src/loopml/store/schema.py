@@ -98,6 +98,8 @@ model_versions = sa.Table(
     sa.Column("lineage", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     _ts("created_at"),
+    # The decision that registered the version (migration 0002); null for versions registered without one.
+    sa.Column("decision_id", sa.Integer, sa.ForeignKey("decisions.id", name="fk_model_versions_decision_id")),
     sa.UniqueConstraint("project", "version", name="uq_model_versions_project_version"),
 )
 
@@ -166,6 +168,16 @@ monitor_windows = sa.Table(
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("metrics", sa.JSON, nullable=False),
     _ts("created_at"),
+    # Migration 0003. kind "labels": `loopml maintain`'s windows, seqs of the feedback table; kind "predictions":
+    # `loopml monitor`'s, seqs of the prediction log. window_key makes a window computed once, whoever computes it.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="labels"),
+    sa.Column("window_key", sa.String(64)),
+    sa.Column("starts_at", sa.DateTime(timezone=True)),
+    sa.Column("ends_at", sa.DateTime(timezone=True)),
+    # The labeled performance, updated as labels arrive; labels_seq: the last feedback seq it has seen.
+    sa.Column("labeled", sa.JSON),
+    sa.Column("labels_seq", sa.Integer),
+    sa.Index("uq_monitor_windows_project_key", "project", "window_key", unique=True),
 )
 
 alerts = sa.Table(
@@ -176,6 +188,8 @@ alerts = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("detail", sa.JSON, nullable=False),
     _ts("created_at"),
+    # Migration 0003: how the alert's webhook went (attempts, status, error); null without a webhook.
+    sa.Column("delivery", sa.JSON),
 )
 
 locks = sa.Table(
@@ -184,4 +198,18 @@ locks = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("owner", sa.String(200), nullable=False),
     _ts("acquired_at"),
+    # Migration 0004: who holds it (a process on a host, in a run) and when it last said it is alive.
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.String(255)),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+)
+
+# Migration 0004: where a repeated job got to (the alerts `loopml maintain` has read), one JSON value per name.
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("project", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    _ts("updated_at"),
 )

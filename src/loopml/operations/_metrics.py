@@ -1,0 +1,116 @@
+"""Prometheus metrics of the serving app, and the ASGI middleware that counts every request.
+
+Each app has its own registry (two apps in one process do not mix counts). With several workers
+(``PROMETHEUS_MULTIPROC_DIR`` set, as ``loopml serve --workers N`` does), ``/metrics`` sums the
+counters of all live workers, so a scrape that lands on any worker sees the whole server.
+
+>>> metrics = ServingMetrics()
+>>> metrics.predicted_rows.labels(model_version="1").inc(3)
+>>> b"loopml_predicted_rows_total" in metrics.render()[0]
+True
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as _multiprocess
+
+from loopml.operations._http import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Serving latencies are milliseconds: fine buckets there, coarse ones for slow batches.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class ServingMetrics:
+    """The metrics one app exports; ``render()`` gives the Prometheus text and its content type."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("loopml_requests", "HTTP requests answered, by route, method and status.",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("loopml_request_duration_seconds", "Time from request to the end of the answer.",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter(
+            "loopml_request_errors", "Requests answered with an error, by route and kind: bad_request (4xx), "
+            "unauthorized (401/403), too_large (413), unavailable (503: busy or no model) or server (5xx).",
+            ["route", "kind"], registry=r)
+        self.predicted_rows = Counter("loopml_predicted_rows", "Rows predicted, by the model version that answered.",
+                                      ["model_version"], registry=r)
+        self.model_version = Gauge("loopml_model_version", "The model version being served (0: none loaded).",
+                                   registry=r, multiprocess_mode="liveall")
+        self.inflight = Gauge("loopml_inflight_requests", "Requests being served now (probes excluded).",
+                              registry=r, multiprocess_mode="livesum")
+        self.reloads = Counter("loopml_model_reloads", "Model swaps after the alias moved, by outcome.",
+                               ["outcome"], registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            _multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route=route, method=method, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
+        kind = _error_kind(status)
+        if kind is not None:
+            self.errors.labels(route=route, kind=kind).inc()
+
+    @staticmethod
+    def worker_exited() -> None:
+        """Drop this worker's live gauges from the shared files (call at shutdown)."""
+        if multiprocess_mode():
+            _multiprocess.mark_process_dead(os.getpid())
+
+
+class MetricsMiddleware:
+    """Counts every request (refused ones included) under its route; unknown paths count as ``other``."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics, routes: frozenset[str]):
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            # A fixed set of label values: a scanner's random paths must not grow the metrics without bound.
+            route = scope["path"] if scope["path"] in self.routes else "other"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.observe(route, method, status, time.perf_counter() - start)
+
+
+def _error_kind(status: int) -> str | None:
+    if status < 400:
+        return None
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 413:
+        return "too_large"
+    if status == 503:
+        return "unavailable"
+    return "server" if status >= 500 else "bad_request"

@@ -1,0 +1,292 @@
+"""The prediction log: answered predictions reach the store in group commits, off the request path.
+
+A request hands its rows to :meth:`PredictionLog.append` (no database work, microseconds) and answers;
+one writer thread commits everything that arrived in the last ``flush_interval_s`` in ONE transaction.
+
+What is durable when:
+
+- clean stop (SIGTERM, Ctrl-C): uvicorn finishes the requests in flight, then the app's shutdown calls
+  :meth:`PredictionLog.close`, which writes every row appended. Nothing answered is lost (close waits for
+  a store that is down; only a kill during that wait loses rows).
+- hard kill (SIGKILL, the out-of-memory killer, a crash): the rows not yet committed are lost.
+  A row appended at time ``t`` is committed by ``t + flush_interval_s + one write`` (when a write takes
+  less than ``flush_interval_s``; on a slower store, by ``t + two writes``). So at most the predictions
+  answered in the last ``flush_interval_s`` plus one write before the kill are lost.
+- store unavailable (database locked, connection lost): the writer keeps the rows and retries with backoff,
+  logging a warning; past ``max_pending`` unwritten rows :meth:`~PredictionLog.append` raises
+  :class:`LogBackpressure` (the app answers 503) instead of growing without bound or dropping rows.
+  A row the store refuses for good (not a transient error) is logged as an error and counted in
+  ``rows_failed``, so that one bad row cannot block the log.
+
+>>> log = PredictionLog(store, "benefits-outreach")                        # doctest: +SKIP
+>>> log.start()                                                            # doctest: +SKIP
+>>> log.append(mv.id, [{"id": "9f0c", "features": {"age": 41}, "prediction": "yes",
+...                     "probability": 0.81, "latency_ms": 0.4}])          # doctest: +SKIP
+>>> log.record_feedback("9f0c", "no")   # still pending: written first     # doctest: +SKIP
+>>> log.close()                                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from loopml.errors import NotFoundError, SpecError, StoreError
+from loopml.store.metadata import Store
+
+__all__ = ["LogBackpressure", "PredictionLog"]
+
+logger = logging.getLogger(__name__)
+
+_FIRST_RETRY_S = 0.05
+_MAX_RETRY_S = 2.0
+_MAX_FOREIGN_WAIT_S = 0.5  # how long a 404 waits for a prediction another worker process answered
+_REQUIRED = frozenset({"id", "features", "prediction"})
+
+
+class LogBackpressure(StoreError):
+    """Too many predictions wait to be written; the caller should refuse the request (503) and retry later."""
+
+
+class PredictionLog:
+    """Appends answered predictions to the store in group commits from one writer thread.
+
+    The writer wakes when the oldest waiting row is ``flush_interval_s`` old, or as soon as ``max_batch`` rows
+    wait, and writes up to ``max_batch`` rows in one transaction. On SIGKILL at most the rows appended in the
+    last ``flush_interval_s`` plus one write are lost (see the module docstring); :meth:`close` loses none.
+
+    >>> log = PredictionLog(store, "benefits-outreach", flush_interval_s=0.05)   # doctest: +SKIP
+    >>> log.start(); log.append(mv.id, rows); log.flush()                        # doctest: +SKIP
+    >>> log.batches_written, log.rows_written                                    # doctest: +SKIP
+    (1, 3)
+    """
+
+    def __init__(self, store: Store, project: str, *, flush_interval_s: float = 0.05, max_batch: int = 5000,
+                 max_pending: int = 200_000):
+        if not flush_interval_s > 0:
+            raise SpecError(f"PredictionLog: flush_interval_s must be a positive number of seconds; "
+                            f"got {flush_interval_s!r}")
+        if max_batch < 1:
+            raise SpecError(f"PredictionLog: max_batch must be at least 1 row; got {max_batch!r}")
+        if max_pending < max_batch:
+            raise SpecError(f"PredictionLog: max_pending ({max_pending!r}) must be at least max_batch "
+                            f"({max_batch!r}), or a full batch could never be appended")
+        self._store = store
+        self._project = project
+        self._interval = float(flush_interval_s)
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[float, dict[str, Any]]] = deque()  # (monotonic time appended, row)
+        self._pending_ids: set[str] = set()  # queued or being written
+        self._in_flight = 0
+        self._appended = 0
+        self._done = 0  # committed, or refused for good
+        self._flush_waiters = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._batches_written = 0
+        self._rows_written = 0
+        self._rows_failed = 0
+
+    # -- what a caller sees ----------------------------------------------------------------------
+
+    @property
+    def batches_written(self) -> int:
+        """Transactions committed so far (each one group commit)."""
+        return self._batches_written
+
+    @property
+    def rows_written(self) -> int:
+        """Prediction rows committed so far."""
+        return self._rows_written
+
+    @property
+    def rows_failed(self) -> int:
+        """Rows the store refused for good (each logged as an error with its id)."""
+        return self._rows_failed
+
+    @property
+    def rows_pending(self) -> int:
+        """Rows appended and not yet committed (waiting or being written)."""
+        with self._cond:
+            return len(self._queue) + self._in_flight
+
+    def start(self) -> None:
+        """Start the writer thread; calling it again does nothing."""
+        with self._cond:
+            if self._closing:
+                raise StoreError("this prediction log is closed; create a new PredictionLog to log again")
+            self._start_locked()
+
+    def append(self, model_version_id: int, rows: list[dict[str, Any]]) -> None:
+        """Queue ``rows`` (as :meth:`Store.log_predictions` takes them) for the next group commit; never blocks.
+
+        Raises :class:`LogBackpressure` when the rows would take the log past ``max_pending`` unwritten rows.
+        """
+        if not rows:
+            return
+        for r in rows:
+            if not _REQUIRED <= r.keys():
+                raise StoreError(f"a prediction to log lacks {', '.join(sorted(_REQUIRED - r.keys()))}; each row "
+                                 f"needs id, features and prediction (got keys: {', '.join(sorted(r)) or 'none'})")
+        at, now = time.monotonic(), datetime.now(UTC)
+        # Stamped now: the row records when the prediction was answered, not when the batch was written.
+        stamped = [{**r, "model_version_id": model_version_id, "created_at": now} for r in rows]
+        with self._cond:
+            if self._closing:
+                raise StoreError("this prediction log is closed and takes no more predictions; "
+                                 "create a new PredictionLog")
+            pending = len(self._queue) + self._in_flight
+            if pending + len(rows) > self._max_pending:
+                raise LogBackpressure(
+                    f"the prediction log holds {pending:,} row{'' if pending == 1 else 's'} not yet written to the "
+                    f"store and {len(rows):,} more would pass its limit of {self._max_pending:,}; the store is slow "
+                    "or unavailable. Retry shortly (or raise max_pending if the store keeps up but bursts are large)")
+            was_empty = not self._queue
+            self._queue.extend((at, r) for r in stamped)
+            self._pending_ids.update(r["id"] for r in rows)
+            self._appended += len(rows)
+            if was_empty or len(self._queue) >= self._max_batch:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every row appended so far is committed (starting the writer if need be).
+
+        Raises :class:`StoreError` if that takes longer than ``timeout`` seconds (the store is unavailable).
+        """
+        with self._cond:
+            target = self._appended
+            if self._done >= target:
+                return
+            self._start_locked()
+            self._flush_waiters += 1
+            self._cond.notify_all()
+            try:
+                finished = self._cond.wait_for(lambda: self._done >= target, timeout)
+            finally:
+                self._flush_waiters -= 1
+            if not finished:
+                raise StoreError(f"{target - self._done:,} predictions were still not written after {timeout:g} s; "
+                                 "the store is not accepting writes (the log's warnings say why); they are kept "
+                                 "and retried")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write every row appended, then stop the writer; safe to call twice.
+
+        With ``timeout``, raises :class:`StoreError` if the rows are not all written by then.
+        """
+        with self._cond:
+            self._closing = True
+            if self._appended > self._done:
+                self._start_locked()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise StoreError(f"{self.rows_pending:,} predictions were still not written after {timeout:g} s "
+                                 "at close; the store is not accepting writes (the log's warnings say why)")
+
+    def record_feedback(self, prediction_id: str, label: Any) -> None:
+        """Attach the true label to a logged prediction, writing it first if it is still in the log.
+
+        Raises :class:`NotFoundError` for an id never logged and :class:`ConflictError` for a second label.
+        An id this log does not hold gets one more look after ``2 * flush_interval_s`` (at most 0.5 s), so that
+        feedback for a prediction another worker process answered a moment ago is not refused.
+        """
+        with self._cond:
+            pending = prediction_id in self._pending_ids
+        if pending:
+            self.flush()
+        try:
+            self._store.record_feedback(self._project, prediction_id, label)
+        except NotFoundError:
+            if pending:
+                raise
+            # With several workers, another process's log may still hold it: give that log one interval.
+            time.sleep(min(2 * self._interval, _MAX_FOREIGN_WAIT_S))
+            self._store.record_feedback(self._project, prediction_id, label)
+
+    # -- the writer --------------------------------------------------------------------------------
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="loopml-prediction-log", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._queue:
+                        if self._closing or self._flush_waiters or len(self._queue) >= self._max_batch:
+                            break
+                        wait_s = self._queue[0][0] + self._interval - time.monotonic()
+                        if wait_s <= 0:
+                            break
+                        self._cond.wait(wait_s)
+                    elif self._closing:
+                        return
+                    else:
+                        self._cond.wait()
+                n = min(len(self._queue), self._max_batch)
+                batch = [self._queue.popleft()[1] for _ in range(n)]
+                self._in_flight += n
+            self._write(batch)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Commit ``rows`` in one transaction; retry transient failures, isolate rows refused for good."""
+        delay = _FIRST_RETRY_S
+        while True:
+            try:
+                # skip_existing: a retry after a commit whose answer was lost must not fail on its own rows.
+                self._store.log_predictions(self._project, rows[0]["model_version_id"], rows, skip_existing=True)
+            except Exception as exc:  # the writer must outlive any failure, or flush() would wait forever
+                if _transient(exc):
+                    logger.warning("prediction log: writing %d predictions failed (%s); they are kept and retried "
+                                   "in %.2f s", len(rows), _reason(exc), delay)
+                    time.sleep(delay)
+                    delay = min(2 * delay, _MAX_RETRY_S)
+                    continue
+                if len(rows) > 1:
+                    # Halve until the refused rows are found, so the good ones still get written.
+                    mid = len(rows) // 2
+                    self._write(rows[:mid])
+                    self._write(rows[mid:])
+                    return
+                logger.error("prediction log: the store refuses prediction %s for good, so it is not logged: %s",
+                             rows[0].get("id"), _reason(exc))
+                self._finish(rows, written=False)
+                return
+            self._finish(rows, written=True)
+            return
+
+    def _finish(self, rows: list[dict[str, Any]], *, written: bool) -> None:
+        with self._cond:
+            if written:
+                self._batches_written += 1
+                self._rows_written += len(rows)
+            else:
+                self._rows_failed += len(rows)
+            self._done += len(rows)
+            self._in_flight -= len(rows)
+            self._pending_ids.difference_update(r["id"] for r in rows)
+            self._cond.notify_all()
+
+
+def _transient(exc: Exception) -> bool:
+    # Locked database, lost or refused connection, exhausted pool: the same write can succeed later.
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
