@@ -10,18 +10,20 @@ registered in a throw-away loopml project, and served twice over loopback, one s
   served by ``mlflow models serve --env-manager local`` (one worker). MLflow and loopml are installed
   into ``bench/.venv-mlflow`` on first use (a few minutes), so loopml's own environment stays as it is.
 
-Both get the same load from this process: an async httpx client sends one row per request, cycling
-through the holdout rows, with 1 and then 16 requests in flight, for a fixed time after a warm-up; each
-run is bounded in time and in count. The table gives p50/p99 latency, throughput and errors, the
-loopml/MLflow ratios, and the in-process single-row predict time as the floor no server can beat.
-Everything shares this machine's cores (client, server, and whatever else runs), so read the figures
-together with the load average printed beside them.
+Both get the same load: wrk (a C load generator in its own process, when installed:
+`apt-get install wrk`; else an async httpx client in this process, which on 2 cores takes CPU from the
+server) sends one row per request, cycling through the holdout rows, with 1 and then 16 requests in
+flight, for a fixed time after a warm-up; each run is bounded in time and in count. The table gives
+p50/p99 latency, throughput and errors, the loopml/MLflow ratios, and the in-process single-row
+predict time as the floor no server can beat. Everything shares this machine's cores (client, server,
+and whatever else runs), so read the figures together with the load average printed beside them.
 
 Run from the repository root:
 
     python bench/serving.py                  # 10 s per run (about 2 minutes after the first install)
     python bench/serving.py --quick          # smoke check: 3 s per run
     python bench/serving.py --no-mlflow      # loopml only
+    python bench/serving.py --client httpx   # the Python client instead of wrk
     python bench/serving.py --json serving.json --dataset hdma --family linear
 
 The shared bench folder is ``shared/bench`` beside the repository's folder unless ``--bench-dir`` or
@@ -59,6 +61,8 @@ MAX_REQUESTS = 1_000_000  # per run: a bound on memory whatever the duration
 # The targets loopml's serving is held to (printed beside the measured figures).
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 2.0, 10.0, 5.0
 GOAL = {"binary": ("roc_auc", 0.5), "multiclass": ("roc_auc_ovr", 0.5), "regression": ("rmse", None)}
+CLIENT = "httpx"  # the load generator; set from --client
+CLIENT_TEXT = {"wrk": "wrk (its own process; warm-up by httpx)", "httpx": "httpx (async) in this process"}
 QUIET_MLFLOW = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
@@ -263,6 +267,48 @@ async def drive(url: str, bodies: list[bytes], concurrency: int, duration_s: flo
     return _summary(latencies, errors, elapsed, concurrency)
 
 
+def drive_wrk(url: str, bodies: list[bytes], concurrency: int, duration_s: float, workdir: Path) -> dict:
+    """The same load from wrk (a C load generator, so the client does not take the server's CPU)."""
+    script = workdir / "bodies.lua"
+    # Long-bracket strings hold JSON as is; the request function cycles through the holdout rows.
+    items = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
+    script.write_text(f"local bodies = {{\n{items}\n}}\nlocal i = 0\n"
+                      "request = function()\n  i = i + 1\n"
+                      '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, '
+                      "bodies[(i % #bodies) + 1])\nend\n", encoding="utf-8")
+    threads = max(1, min(concurrency, os.cpu_count() or 1))
+    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(duration_s, 1):.0f}s", "--latency", "-s", str(script),
+           url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60).stdout
+    return {"concurrency": concurrency, **_parse_wrk(out)}
+
+
+def _parse_wrk(out: str) -> dict:
+    import re
+
+    def ms(text: str) -> float:
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", out)
+    requests = int(done.group(1))
+    seconds = float(done.group(2)) / (1e3 if done.group(3) == "ms" else 1.0)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    errors: dict[str, int] = {}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors["HTTP non-2xx"] = int(non2xx.group(1))
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sockets:
+        for kind, n in zip(("connect", "read", "write", "timeout"), map(int, sockets.groups()), strict=True):
+            if n:
+                errors[f"socket {kind}"] = n
+    return {"requests": requests, "seconds": round(seconds, 2), "rps": requests / seconds if seconds else 0.0,
+            "p50_ms": ms(p50.group(1)) if p50 else math.nan, "p99_ms": ms(p99.group(1)) if p99 else math.nan,
+            "errors": sum(errors.values()), "error_kinds": errors}
+
+
 def _summary(latencies: list[float], errors: dict[str, int], elapsed: float, concurrency: int) -> dict:
     import numpy as np
 
@@ -272,11 +318,15 @@ def _summary(latencies: list[float], errors: dict[str, int], elapsed: float, con
             "p99_ms": float(np.percentile(ms, 99)), "errors": sum(errors.values()), "error_kinds": errors}
 
 
-def measure(name: str, url: str, bodies: list[bytes], duration_s: float, warmup_s: float) -> list[dict]:
+def measure(name: str, url: str, bodies: list[bytes], duration_s: float, warmup_s: float,
+            workdir: Path) -> list[dict]:
     results = []
     for concurrency in CONCURRENCY:
         asyncio.run(drive(url, bodies, concurrency, warmup_s, MAX_REQUESTS))  # connections, caches, JIT paths
-        result = {"server": name, **asyncio.run(drive(url, bodies, concurrency, duration_s, MAX_REQUESTS))}
+        if CLIENT == "wrk":
+            result = {"server": name, **drive_wrk(url, bodies, concurrency, duration_s, workdir)}
+        else:
+            result = {"server": name, **asyncio.run(drive(url, bodies, concurrency, duration_s, MAX_REQUESTS))}
         print(f"  {name:8} c={concurrency:<3} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:7.2f} ms  "
               f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}", flush=True)
         results.append(result)
@@ -291,7 +341,7 @@ def run_loopml(folder: Path, rows: list[dict], duration_s: float, warmup_s: floa
     proc = start(cmd, f"http://127.0.0.1:{port}/ready", log=folder / "loopml-serve.log")
     try:
         bodies = [json.dumps({"row": r}).encode() for r in rows]
-        return measure("loopml", f"http://127.0.0.1:{port}/predict", bodies, duration_s, warmup_s)
+        return measure("loopml", f"http://127.0.0.1:{port}/predict", bodies, duration_s, warmup_s, folder)
     finally:
         stop(proc)
 
@@ -316,7 +366,7 @@ def run_mlflow(python: Path, model_uri: str, folder: Path, rows: list[dict], dur
     proc = start(cmd, f"http://127.0.0.1:{port}/ping", env=env, log=folder / "mlflow-serve.log")
     try:
         bodies = [json.dumps({"dataframe_records": [r]}).encode() for r in rows]
-        return measure("MLflow", f"http://127.0.0.1:{port}/invocations", bodies, duration_s, warmup_s)
+        return measure("MLflow", f"http://127.0.0.1:{port}/invocations", bodies, duration_s, warmup_s, folder)
     finally:
         stop(proc)
 
@@ -381,7 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="serve with loopml only")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away project folder and server logs")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results to this file")
+    parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
+                        help="load generator: wrk (C, apt-get install wrk) or httpx (async, in this process); "
+                             "auto: wrk when installed")
     args = parser.parse_args(argv)
+    global CLIENT
+    CLIENT = ("wrk" if shutil.which("wrk") else "httpx") if args.client == "auto" else args.client
+    if CLIENT == "wrk" and not shutil.which("wrk"):
+        parser.error("--client wrk: wrk is not installed (apt-get install wrk), or use --client httpx")
     duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     bench_dir = (args.bench_dir or default_bench_dir()).resolve()
@@ -398,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         print(f"{args.dataset} ({built['task']}), {built['model'].family} model on {built['train_rows']:,} training "
               f"rows (fit {built['fit_s']:.1f} s); {len(built['rows']):,} holdout rows sent one per request; "
-              f"{duration:g} s per run after {warmup:g} s warm-up; client: httpx (async) in this process; "
+              f"{duration:g} s per run after {warmup:g} s warm-up; client: {CLIENT_TEXT[CLIENT]}; "
               f"{os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
         print(f"floor, in-process single row: predict p50 {floor['predict_p50_ms']:.2f} ms, p99 "
               f"{floor['predict_p99_ms']:.2f} ms; contract validation + predict p50 "
@@ -420,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps({
                 "dataset": args.dataset, "family": built["model"].family, "duration_s": duration,
-                "warmup_s": warmup, "cores": os.cpu_count(), "load_average": load, "mlflow": mlflow_version,
+                "warmup_s": warmup, "client": CLIENT, "cores": os.cpu_count(), "load_average": load,
+                "mlflow": mlflow_version,
                 "floor": floor, "results": results}, indent=1), encoding="utf-8")
         return 0 if results and all(r["errors"] == 0 for r in results) else 1
     finally:

@@ -246,6 +246,7 @@ def serve(
     """Serve the champion over HTTP: POST /predict, POST /feedback, GET /health, GET /ready, GET /metrics.
 
     LOOPML_API_KEY (if set) guards /predict and /feedback; LOOPML_ADMIN_TOKEN enables POST /admin/reload.
+    With maintenance.rollout mode shadow or canary in the spec, the challenger shadows or shares the traffic.
     """
     from loopml.operations import serve as serve_app
 
@@ -254,11 +255,15 @@ def serve(
         h = host or project_spec.operations.serve.host
         p = port or project_spec.operations.serve.port
         plural = "s" if workers > 1 else ""
+        rollout = project_spec.maintenance.rollout
+        release = {"shadow": "; the challenger, if any, scores every request in shadow",
+                   "canary": f"; the challenger, if any, answers {rollout.canary_share:.0%} of requests as a canary",
+                   }.get(rollout.mode, "")
         err.print(f"serving {project_spec.project} on http://{h}:{p} with {workers} worker{plural} "
-                  "(docs at /docs, metrics at /metrics); Ctrl-C stops")
+                  f"(docs at /docs, metrics at /metrics){release}; Ctrl-C stops")
         try:
             serve_app(store, project_spec.project, host=h, port=p, workers=workers,
-                      reload_interval_s=reload_interval)
+                      reload_interval_s=reload_interval, rollout=rollout)
         finally:
             store.close()
 
@@ -377,11 +382,15 @@ def monitor(
     every: Annotated[str | None, typer.Option(
         "--every", help="With --watch: the pause between passes, such as 30s or 5m (default 30s).")] = None,
     max_passes: Annotated[int | None, typer.Option("--max-passes", min=1, hidden=True)] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="After each pass, write the monitoring report to this HTML file (self-contained, "
+                         "readable offline).")] = None,
 ) -> None:
     """Monitor the prediction log in windows: data quality, drift, estimated and labeled performance, latency.
 
     Each window is computed once; labels that arrive later update its labeled performance. Alerts are
     stored, posted to operations.monitor.webhook and recorded as a decision for Maintenance.
+    --report out.html writes every stored window and alert as one HTML page (charts, tables) after each pass.
     Exit code: 0 no alert raised, 1 at least one alert raised (in any pass of --watch), 2 bad input.
     """
     import time
@@ -397,6 +406,9 @@ def monitor(
             pause = parse_duration(every or "30s")
         except ValueError as exc:
             raise SpecError(f"--every: {exc}") from None
+        if report is not None and report.is_dir():
+            raise SpecError(f"--report {report}: is a folder; give the HTML file to write, such as "
+                            f"{report / 'monitoring.html'}")
         project_spec, store = _load(spec, check_data=False)
         passes = 0
         try:
@@ -410,6 +422,8 @@ def monitor(
                     sys.stdout.flush()
                 else:
                     _print_monitor(result, project_spec.project)
+                if report is not None:
+                    _write_monitor_report(store, project_spec, report, quiet=as_json)
                 if not watch or (max_passes is not None and passes >= max_passes):
                     break
                 time.sleep(pause)
@@ -420,6 +434,19 @@ def monitor(
         finally:
             store.close()
     raise typer.Exit(1 if alerted else 0)
+
+
+def _write_monitor_report(store, project_spec, path: Path, *, quiet: bool) -> None:
+    """Write the monitoring report; ``quiet`` (--json) keeps stdout for the JSON and says it on stderr."""
+    from loopml.report import monitoring_report
+
+    html = monitoring_report(store, project_spec.project, spec=project_spec)
+    try:
+        written = html.write(path)
+    except OSError as exc:
+        raise SpecError(f"--report {path}: cannot write it ({exc.strerror or exc}); give a writable file "
+                        "path") from None
+    (err if quiet else out).print(f"report written to {escape(str(written))}", highlight=False, soft_wrap=True)
 
 
 def _print_monitor(result, project: str) -> None:
@@ -463,6 +490,57 @@ def _estimate_text(d: dict[str, Any]) -> str:
 
 def _number(value: Any) -> str:
     return "-" if value is None else f"{value:.3g}"
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option(
+        "--folder", help="Where the demo writes its project: a new or empty folder, or one an earlier demo wrote "
+                         "(replaced).")] = Path("loopml-demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="6 windows and 3 trials per search instead of 10 and 8.")
+                     ] = False,
+    no_shift: Annotated[bool, typer.Option(
+        "--no-shift", help="Replay the training population only: nothing should retrain.")] = False,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="The sales file (default: examples/demo/computers.parquet of this checkout).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole loop on real PC sales, unattended: serve, replay a real shift, alert, retrain, promote, recover.
+
+    Writes the project, trains a champion on the first year, starts `loopml serve` on a free 127.0.0.1 port,
+    replays held-out sales over HTTP with their prices sent to /feedback one window late, and runs a
+    monitoring and a maintenance pass after each window. Prints the decision log and the metric per window;
+    writes the monitoring report into the folder. Exit code: 0 when the story completed (with a shift: the
+    goal breach raised, exactly one retrain, its promotion, the goal met again; without: no retrain and the
+    goal held), 1 otherwise, with what did not happen.
+    """
+    from loopml.maintenance.audit import history_table
+    from loopml.maintenance.demo import demo_table, run_demo
+
+    with _errors():
+        if as_json:
+            result = run_demo(folder, quick=quick, shift=not no_shift, data=data)
+            _emit_json(result.to_dict())
+        else:
+            with _progress() as bar:
+                def progress(stage: str, message: str) -> None:
+                    if stage == "demo":  # the story's steps stay on screen; the rest passes in the spinner
+                        err.print(escape(message), highlight=False, soft_wrap=True)
+                    else:
+                        bar(stage, message)
+
+                result = run_demo(folder, quick=quick, shift=not no_shift, data=data, progress=progress)
+            out.print(history_table(result.decisions, result.run_kinds,
+                                    title=f"decision log: {len(result.decisions)} decisions"))
+            out.print(demo_table(result))
+            for note in result.notes:
+                out.print(f"[dim]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+            for path in result.reports:
+                out.print(f"report written to {escape(str(path))}", highlight=False, soft_wrap=True)
+            colour = "green" if result.ok else "yellow"
+            out.print(f"[bold {colour}]{escape(result.story())}[/] ({result.seconds:.0f}s; the project is in "
+                      f"{escape(str(result.folder))})", highlight=False, soft_wrap=True)
+    raise typer.Exit(result.exit_code)
 
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the audit log (required).")]

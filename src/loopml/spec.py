@@ -49,6 +49,7 @@ __all__ = [
     "ProjectSpec",
     "PythonSourceSpec",
     "QualityLimits",
+    "RolloutSpec",
     "SourceSpec",
     "SqlSourceSpec",
     "duration_or_zero",
@@ -406,7 +407,8 @@ class DriftSpec(_Strict):
     """When a monitored column drifts: a large change and a corrected p-value at most ``alpha``.
 
     Large: PSI above ``psi``, or the Wasserstein distance (numbers, in the reference's spreads) above
-    ``wasserstein``, or the Jensen–Shannon distance (categories) above ``jensen_shannon``. A drifted column
+    ``wasserstein`` by more than chance allows (its lower bound at ``alpha``, so heavy tails of a small
+    window do not alarm), or the Jensen–Shannon distance (categories) above ``jensen_shannon``. A drifted column
     raises the drift alert when its share of the model's importance is at least ``min_importance``
     (0: any drifted column alerts).
     """
@@ -581,6 +583,40 @@ class LockSpec(_Strict):
         return parse_duration(value)
 
 
+class RolloutSpec(_Strict):
+    """How a challenger that passes the offline comparison reaches the traffic.
+
+    ``direct``: it is promoted at once. ``shadow``: the challenger alias points at it, and the server
+    has it score every request without answering (its predictions logged beside the champion's);
+    ``canary``: it answers ``canary_share`` of the requests. Once ``min_labeled`` of its live predictions
+    are labeled, a pass promotes it if it meets the goal and is not worse than the champion beyond the
+    noise on live traffic, and otherwise ends the rollout (a bad canary is rolled back).
+
+    >>> RolloutSpec.model_validate({"mode": "canary", "canary_share": 0.2}).canary_share
+    0.2
+    """
+
+    mode: Literal["direct", "shadow", "canary"] = "direct"
+    canary_share: float = 0.1
+    min_labeled: int = 100
+
+    @field_validator("canary_share", mode="before")
+    @classmethod
+    def _share(cls, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"found {value!r}; expected the share of requests the canary answers, a number "
+                             "between 0 and 1 exclusive (0.1: one request in ten)")
+        return float(value)
+
+    @field_validator("min_labeled", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 10:
+            raise ValueError(f"found {value!r}; expected the labeled live predictions of the challenger needed "
+                             "before it is judged, a whole number of at least 10")
+        return value
+
+
 class MaintenanceSpec(_Strict):
     """The maintenance policy: which alert triggers what, when a retrain may run, who promotes.
 
@@ -589,7 +625,8 @@ class MaintenanceSpec(_Strict):
     time between two retrains (0: none). ``min_labeled``: new labeled predictions needed before the goal
     is judged on them, and new labeled rows needed before a retrain is compared. ``act_on_estimate``:
     an estimated breach (no labels yet) may retrain. ``approval: human`` registers the challenger and
-    leaves the promotion to ``loopml models promote``.
+    leaves the promotion to ``loopml models promote``. ``rollout``: promote at once, or after a shadow or
+    canary release on live traffic (:class:`RolloutSpec`).
 
     >>> MaintenanceSpec.model_validate({"on": {"drift": "collect_then_retrain"}}).actions["drift"]
     'collect_then_retrain'
@@ -605,6 +642,7 @@ class MaintenanceSpec(_Strict):
     compare: CompareSpec = CompareSpec()
     sources: RetrySpec = RetrySpec()
     lock: LockSpec = LockSpec()
+    rollout: RolloutSpec = RolloutSpec()
 
     @field_validator("on", mode="before")
     @classmethod

@@ -155,3 +155,18 @@ def test_the_alerts_of_a_real_monitor_pass_drive_the_policy(shop):
     assert {s["origin"] for s in policy.evidence["signals"]} == {"monitor", "maintain"}
     assert result.outcome == "promoted"
     assert maintain_project(spec, shop.store).outcome == "waiting"  # the monitor's alerts are read once
+
+
+def test_a_breach_measured_on_a_version_no_longer_champion_is_not_acted_on(shop):
+    old = shop.store.alias("shop", "champion")
+    new = shop.store.register_model(
+        "shop", run_id=None, snapshot_id=old.snapshot_id, input_key="promoted-since", spec_hash=old.spec_hash,
+        model_bytes=shop.store.read_model(old), family=old.family, metrics=old.metrics,
+        operating_point=old.operating_point, lineage=old.lineage)
+    shop.store.set_alias("shop", "champion", new.version, actor="test", reason="promoted since")
+    window = shop.store.add_monitor_window("shop", model_version_id=old.id, first_seq=1, last_seq=40, rows=40,
+                                           metrics={}, kind="predictions", key="late-labels")
+    shop.store.add_alert("shop", window_id=window, kind="goal_breached", detail={"summary": "mae 260 > 200"})
+    result = maintain_project(shop.spec(), shop.store)
+    assert result.outcome == "waiting" and result.action != "retrain"
+    assert shop.store.alias("shop", "champion").version == new.version

@@ -2,7 +2,6 @@
 
 import importlib
 
-import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,24 +59,6 @@ def test_resampling_balances_every_fit_but_no_validation_or_holdout_row(rare_spl
     assert result.model.params["imbalance"] == how and result.imbalance["applied"] == how
     ev = evaluate(result.model, holdout, F1)
     assert ev.rows == len(holdout) and holdout.equals(before)
-
-
-def test_lightgbm_trains_on_resampled_rows_and_stops_early_on_real_ones(rare_split, monkeypatch):
-    train, _ = rare_split
-    sets: list[tuple[np.ndarray, list]] = []
-    real_train = lightgbm.train
-
-    def spy(params, train_set, *args, valid_sets=(), **kwargs):
-        sets.append((np.bincount(np.asarray(train_set.label, dtype=int)),
-                     [np.bincount(np.asarray(v.label, dtype=int)) for v in valid_sets or ()]))
-        return real_train(params, train_set, *args, valid_sets=valid_sets, **kwargs)
-
-    monkeypatch.setattr(lightgbm, "train", spy)
-    result = _run(train, "undersample", plan=SearchPlan(families=("lightgbm",), folds=3, n_estimators=50))
-    assert all(fit[0] == fit[1] for fit, _ in sets)
-    early = [valid[0] for _, valid in sets if valid]
-    assert early and all(v[0] > 3 * v[1] for v in early)  # the early-stopping rows keep the real imbalance
-    assert result.model.params["imbalance"] == "undersample"
 
 
 def test_weights_and_none_choose_different_operating_points(rare_split):

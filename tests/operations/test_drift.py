@@ -1,5 +1,6 @@
 """Drift on real data: a random split flags nothing, a population shift is flagged and ranked, big stable
-samples stay quiet, joint shifts reach the domain classifier, and bad windows get clear messages."""
+samples stay quiet, heavy tails do not raise false alarms, joint shifts reach the domain classifier, and
+bad windows get clear messages."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from scipy import stats
 
 from loopml.errors import DataError
+from loopml.model.search import split_holdout
 from loopml.operations.drift import column_drift, domain_classifier, drift_report
 
 _BENCH = Path(__file__).parents[2].parent / "shared" / "bench" / "public"
@@ -122,6 +124,62 @@ def test_a_real_shift_in_a_million_rows_is_flagged():
     assert drift_report(reference, current).drifted == ["x"]
 
 
+def test_a_big_window_measured_in_threads_gives_each_column_its_own_statistics():
+    hdma = _dataset("hdma")
+    rng = np.random.default_rng(6)
+    reference = hdma.iloc[rng.integers(0, len(hdma), 60_000)].reset_index(drop=True)
+    current = hdma.iloc[rng.integers(0, len(hdma), 60_000)].reset_index(drop=True)
+    report = drift_report(reference, current)
+    for name in reference.columns:
+        kind = report[name].kind
+        assert report[name].stats == column_drift(reference[name], current[name], kind=kind, name=name)
+
+
+# -- heavy tails -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def segment() -> pd.DataFrame:
+    return _dataset("segment").drop(columns=["category"])
+
+
+def test_random_windows_of_one_population_with_heavy_tails_flag_nothing(segment):
+    # Several segment columns are heavy-tailed (hedge-sd: median 0.6, p99 24, max 1386).
+    flagged = {}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(segment))
+        reference, rest = segment.iloc[order[: len(segment) // 2]], segment.iloc[order[len(segment) // 2:]]
+        for rows in (200, 400, 700, 1000):
+            report = drift_report(reference, rest.iloc[rng.choice(len(rest), rows, replace=False)])
+            flagged.update({(seed, rows, c): report[c].effect for c in report.drifted})
+    assert flagged == {}
+
+
+def test_a_heavy_tail_missing_from_a_small_window_is_not_flagged():
+    # The holdout's first 250 rows lack hedge-mean's tail (training p99 22, window p99 7.5): the plain
+    # distance is 6 times the threshold, and the KS test (p = 0.0006) calls it significant.
+    train, holdout = split_holdout(_dataset("segment"), "category", "multiclass", 0.5, seed=0)
+    report = drift_report(train.drop(columns=["category"]), holdout.drop(columns=["category"]).head(250))
+    column = report["hedge-mean"]
+    assert column.stats.wasserstein > 6 * report.wasserstein_threshold
+    assert column.p_adjusted < 0.01
+    assert column.stats.wasserstein_lower < report.wasserstein_threshold
+    assert report.drifted == []
+
+
+def test_the_distance_beyond_chance_integrates_the_cdf_gap_over_the_ks_band():
+    rng = np.random.default_rng(8)
+    a, b = rng.lognormal(0, 1, 3000), rng.lognormal(0.2, 1, 800)
+    s = column_drift(a, b, kind="numeric", alpha=0.1)
+    x = np.unique(np.r_[a, b])
+    gap = np.abs(np.searchsorted(np.sort(a), x, side="right") / len(a)
+                 - np.searchsorted(np.sort(b), x, side="right") / len(b))
+    band = stats.kstwobign.isf(0.1) * np.sqrt(1 / len(a) + 1 / len(b))
+    q1, q3 = np.quantile(a, [0.25, 0.75])
+    expected = np.sum(np.maximum(gap[:-1] - band, 0) * np.diff(x)) / ((q3 - q1) / 1.349)
+    assert s.wasserstein_lower == pytest.approx(expected, rel=1e-9)
+    assert 0 < s.wasserstein_lower < s.wasserstein
+
+
 # -- the joint view ------------------------------------------------------------------------------
 def test_a_flipped_correlation_is_invisible_per_column_and_caught_by_the_domain_classifier():
     rng = np.random.default_rng(4)
@@ -145,6 +203,17 @@ def test_ks_and_wasserstein_match_scipy(halves, rows):
     q1, q3 = np.quantile(a, [0.25, 0.75])
     assert s.wasserstein == pytest.approx(stats.wasserstein_distance(a, b) / ((q3 - q1) / 1.349), rel=1e-9)
     assert s.p_value == pytest.approx(stats.ks_2samp(a, b).pvalue, rel=1e-6, abs=1e-300)
+
+
+@pytest.mark.parametrize(("n", "m", "shift"), [(30_000, 30_000, 0.05), (30_000, 30_000, 0.3),
+                                                (50_000, 12_000, 0.08), (200_000, 200_000, 0.02)])
+def test_large_sample_p_values_match_scipys_asymptotic_ks(n, m, shift):
+    # Sizes and shifts where scipy sums its series term by term (2.2 <= n_eff D^2 < 370): known effects.
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 1, n), rng.normal(shift, 1, m)
+    expected = stats.ks_2samp(a, b, method="asymp")
+    assert 2.2 <= round(n * m / (n + m)) * expected.statistic ** 2 < 370
+    assert column_drift(a, b, kind="numeric").p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-12)
 
 
 def test_categorical_statistics_match_scipy(halves):
@@ -248,6 +317,12 @@ def test_repeated_column_names_are_rejected(halves):
 def test_a_window_that_is_not_a_frame_is_rejected(halves):
     with pytest.raises(DataError, match="the current window must be a pandas DataFrame; got list"):
         drift_report(halves[0], [{"age": 30}])
+
+
+def test_a_bad_alpha_for_one_column_is_rejected_with_the_fix():
+    with pytest.raises(DataError) as exc:
+        column_drift([1.0, 2.0], [2.0, 3.0], kind="numeric", alpha=0)
+    assert str(exc.value) == "alpha must be in (0, 1); got 0"
 
 
 def test_an_unknown_kind_is_rejected():

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from loopml.operations import create_app
+from loopml.operations.registry import rollback
 from loopml.spec import GoalSpec
 from loopml.store import ModelVersion, Store
 
@@ -50,50 +51,70 @@ def _metric(url: str, line_start: str) -> float:
     return float(lines[0].split()[-1]) if lines else 0.0
 
 
+def _under_load(url: str, versions: Versions, change, expect: ModelVersion) -> dict[str, list]:
+    """Single rows and batches sent without pause while ``change()`` moves the alias; every answer seen."""
+    stop = threading.Event()
+    seen: dict[str, list[tuple[int, int | None, str | None]]] = {"row": [], "rows": []}
+
+    def load(kind: str) -> None:
+        body = {"row": versions.rows[0]} if kind == "row" else {"rows": versions.rows}
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not stop.is_set():
+                r = client.post("/predict", json=body)
+                version = r.json().get("model_version") if r.status_code == 200 else None
+                seen[kind].append((r.status_code, version, r.headers.get("x-loopml-model-version")))
+
+    threads = [threading.Thread(target=load, args=(kind,)) for kind in seen]
+    for thread in threads:
+        thread.start()
+    try:
+        _wait(lambda: all(len(s) >= 20 for s in seen.values()), "the load to start")
+        change()
+        _wait(lambda: all(s[-1][1] == expect.version for s in seen.values()), "the new version to answer")
+        counts = {k: len(s) for k, s in seen.items()}
+        _wait(lambda: all(len(s) >= counts[k] + 20 for k, s in seen.items()), "more answers after the swap")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(20)
+    return seen
+
+
+def _moved_once(seen: dict[str, list], old: ModelVersion, new: ModelVersion) -> None:
+    for kind, answers in seen.items():
+        assert {status for status, _, _ in answers} == {200}, kind
+        versions_seen = [version for _, version, _ in answers]
+        # Each client moves from the old version to the new one once, and never back.
+        first_new = versions_seen.index(new.version)
+        assert set(versions_seen[:first_new]) == {old.version}, kind
+        assert set(versions_seen[first_new:]) == {new.version}, kind
+        assert all(header == str(version) for _, version, header in answers), kind
+
+
 def test_a_promotion_under_load_fails_no_request(versions, run_app):
     _promote(versions.store, versions.v1)
     with run_app(create_app(versions.store, PROJECT, reload_interval_s=0.1)) as url:
-        stop = threading.Event()
-        seen: dict[str, list[tuple[int, int | None, str | None]]] = {"row": [], "rows": []}
-
-        def load(kind: str) -> None:
-            body = {"row": versions.rows[0]} if kind == "row" else {"rows": versions.rows}
-            with httpx.Client(base_url=url, timeout=10) as client:
-                while not stop.is_set():
-                    r = client.post("/predict", json=body)
-                    version = r.json().get("model_version") if r.status_code == 200 else None
-                    seen[kind].append((r.status_code, version, r.headers.get("x-loopml-model-version")))
-
-        threads = [threading.Thread(target=load, args=(kind,)) for kind in seen]
-        for thread in threads:
-            thread.start()
-        try:
-            _wait(lambda: all(len(s) >= 20 for s in seen.values()), "the load to start")
-            _promote(versions.store, versions.v2)
-            _wait(lambda: all(s[-1][1] == versions.v2.version for s in seen.values()), "the new version to answer")
-            counts = {k: len(s) for k, s in seen.items()}
-            _wait(lambda: all(len(s) >= counts[k] + 20 for k, s in seen.items()), "more answers after the swap")
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(20)
+        seen = _under_load(url, versions, lambda: _promote(versions.store, versions.v2), versions.v2)
         ready = httpx.get(f"{url}/ready").json()
         swaps = _metric(url, 'loopml_model_reloads_total{outcome="swapped"}')
         gauge = _metric(url, "loopml_model_version ")
         record = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]["Record"]
 
-    for kind, answers in seen.items():
-        assert {status for status, _, _ in answers} == {200}, kind
-        versions_seen = [version for _, version, _ in answers]
-        # Each client moves from the old version to the new one once, and never back.
-        first_new = versions_seen.index(versions.v2.version)
-        assert set(versions_seen[:first_new]) == {versions.v1.version}, kind
-        assert set(versions_seen[first_new:]) == {versions.v2.version}, kind
-        assert all(header == str(version) for _, version, header in answers), kind
+    _moved_once(seen, versions.v1, versions.v2)
     assert ready == {"status": "ready", "model_version": versions.v2.version}
     assert (swaps, gauge) == (1, versions.v2.version)
     assert record["description"] == f"One record for model version {versions.v2.version}: column → value."
 
+
+
+def test_a_rollback_under_load_fails_no_request(versions, run_app):
+    _promote(versions.store, versions.v1)
+    _promote(versions.store, versions.v2)
+    with run_app(create_app(versions.store, PROJECT, reload_interval_s=0.1)) as url:
+        seen = _under_load(url, versions, lambda: rollback(versions.store, PROJECT, reason="v2 misbehaves",
+                                                            actor="test"), versions.v1)
+    _moved_once(seen, versions.v2, versions.v1)
+    assert versions.store.alias(PROJECT, "champion").version == versions.v1.version
 
 def test_admin_reload_swaps_at_once(versions, run_app):
     _promote(versions.store, versions.v1)

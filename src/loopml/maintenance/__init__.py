@@ -7,10 +7,12 @@ from loopml.maintenance.audit import history
 from loopml.maintenance.compare import (
     Comparison,
     PairedBootstrap,
+    compare_canary,
     compare_on_recent,
     labeled_frame,
     paired_bootstrap,
     split_older_recent,
+    unpaired_bootstrap,
 )
 from loopml.maintenance.lock import MaintenanceBusy
 from loopml.maintenance.maintain import EXIT_CODES, MaintainResult, maintain_project, watch
@@ -25,6 +27,7 @@ __all__ = [
     "Policy",
     "PolicyDecision",
     "Signal",
+    "compare_canary",
     "compare_on_recent",
     "decide",
     "history",
@@ -33,5 +36,6 @@ __all__ = [
     "paired_bootstrap",
     "read_policy",
     "split_older_recent",
+    "unpaired_bootstrap",
     "watch",
 ]

@@ -12,6 +12,10 @@ noise (``gate: meet_goal``).
 True
 >>> paired_bootstrap(champion, challenger, recent, goal).interval                   # doctest: +SKIP
 (0.012, 0.041)
+
+A canary answers other requests than the champion, so on live traffic the two are compared each on its
+own rows with an *unpaired* bootstrap (:func:`compare_canary`); a shadow scored the champion's own
+requests, so :func:`compare_on_recent` applies to its rows as it is.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from loopml.model._operating import COUNT_METRICS, from_counts
 from loopml.model.evaluate import _encode, _weighted
 from loopml.spec import GoalSpec
 
-__all__ = ["Comparison", "PairedBootstrap", "compare_on_recent", "labeled_frame", "paired_bootstrap",
-           "split_older_recent"]
+__all__ = ["Comparison", "PairedBootstrap", "compare_canary", "compare_on_recent", "labeled_frame",
+           "paired_bootstrap", "split_older_recent", "unpaired_bootstrap"]
 
 Gate = Literal["beat_champion", "meet_goal"]
 # Resamples drawn at once: bounds the memory of the row-count matrix to about 16 MB.
@@ -63,7 +67,9 @@ class PairedBootstrap:
     """The challenger's gain over the champion on the same rows, with its paired bootstrap interval.
 
     ``gain`` is challenger minus champion for a metric where more is better (champion minus challenger
-    where less is better), so a positive gain always favours the challenger.
+    where less is better), so a positive gain always favours the challenger. An unpaired bootstrap
+    (``paired`` False: each model on its own rows) counts the challenger's rows in ``rows`` and the
+    champion's in ``champion_rows``.
     """
 
     metric: str
@@ -75,6 +81,8 @@ class PairedBootstrap:
     confidence: float
     resamples: int
     rows: int
+    paired: bool = True
+    champion_rows: int | None = None
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -96,8 +104,10 @@ class PairedBootstrap:
         >>> PairedBootstrap("mae", 300.0, 180.0, 120.0, 95.0, 140.0, 0.95, 1000, 250).describe()
         'gain +120.000 in mae (95% paired bootstrap interval +95.000 to +140.000 over 250 rows)'
         """
-        return (f"gain {self.gain:+.3f} in {self.metric} ({self.confidence:.0%} paired bootstrap interval "
-                f"{self.ci_low:+.3f} to {self.ci_high:+.3f} over {self.rows} rows)")
+        over = f"{self.rows} rows" if self.paired else \
+            f"{self.rows} challenger rows and {self.champion_rows} champion rows"
+        return (f"gain {self.gain:+.3f} in {self.metric} ({self.confidence:.0%} {'' if self.paired else 'un'}paired "
+                f"bootstrap interval {self.ci_low:+.3f} to {self.ci_high:+.3f} over {over})")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "better": self.better, "worse": self.worse}
@@ -110,13 +120,7 @@ def paired_bootstrap(champion: TrainedModel, challenger: TrainedModel, rows: pd.
     >>> paired_bootstrap(champion, champion, rows, goal).better     # doctest: +SKIP
     False
     """
-    if not 0.5 <= confidence < 1:
-        raise ModelError(f"confidence must be in [0.5, 1); got {confidence!r}")
-    if resamples < 1:
-        raise ModelError(f"resamples must be positive; got {resamples!r}")
-    if champion.task != challenger.task:
-        raise ModelError(f"the champion is a {champion.task} model and the challenger a {challenger.task} model; "
-                         "they answer different questions and cannot be compared")
+    _check_bootstrap(champion, challenger, confidence, resamples)
     if len(rows) < 2:
         raise ModelError(f"a paired bootstrap needs at least 2 labeled rows; got {len(rows)}")
     scored = [_scored(model, rows) for model in (champion, challenger)]
@@ -140,6 +144,56 @@ def paired_bootstrap(champion: TrainedModel, challenger: TrainedModel, rows: pd.
     return PairedBootstrap(metric=goal.metric, champion=float(point[0]), challenger=float(point[1]),
                            gain=float(sign * (point[1] - point[0])), ci_low=low, ci_high=high,
                            confidence=confidence, resamples=resamples, rows=n)
+
+
+def unpaired_bootstrap(champion: TrainedModel, challenger: TrainedModel, champion_rows: pd.DataFrame,
+                       challenger_rows: pd.DataFrame, goal: GoalSpec, *, confidence: float = 0.95,
+                       resamples: int = 1000, seed: int = 0) -> PairedBootstrap:
+    """Each model on its own rows (a canary and the champion answer different requests), resampled apart.
+
+    Every resample draws the champion's rows and the challenger's rows independently; the interval of the
+    gain then holds the noise of both samples, so it is wider than a paired one on as many rows.
+
+    >>> unpaired_bootstrap(champion, canary, champion_rows, canary_rows, goal).worse   # doctest: +SKIP
+    True
+    """
+    _check_bootstrap(champion, challenger, confidence, resamples)
+    for who, rows in (("champion", champion_rows), ("challenger", challenger_rows)):
+        if len(rows) < 2:
+            raise ModelError(f"an unpaired bootstrap needs at least 2 labeled rows of the {who}; got {len(rows)}")
+    models = (champion, challenger)
+    scored = [_scored(model, rows) for model, rows in zip(models, (champion_rows, challenger_rows), strict=True)]
+    point = [_metric(goal.metric, model, y, s, np.ones((1, len(y))))[0]
+             for model, (y, s) in zip(models, scored, strict=True)]
+    rng = np.random.default_rng(seed)
+    sign = 1.0 if goal.greater_is_better else -1.0
+    sizes = [len(y) for y, _ in scored]
+    step = max(1, _CELLS_PER_CHUNK // max(sizes))
+    gains = []
+    for start in range(0, resamples, step):
+        k = min(step, resamples - start)
+        champ, chall = (_metric(goal.metric, model, y, s, rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(float))
+                        for model, (y, s), n in zip(models, scored, sizes, strict=True))
+        gains.append(sign * (chall - champ))
+    gain = np.concatenate(gains)
+    if np.isnan(gain).all():
+        raise ModelError(f"{goal.metric} is undefined on every resample of these rows (one class only?); "
+                         "wait for labeled rows of every class")
+    tail = (1 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.nanpercentile(gain, [tail, 100 - tail]))
+    return PairedBootstrap(metric=goal.metric, champion=float(point[0]), challenger=float(point[1]),
+                           gain=float(sign * (point[1] - point[0])), ci_low=low, ci_high=high, confidence=confidence,
+                           resamples=resamples, rows=sizes[1], paired=False, champion_rows=sizes[0])
+
+
+def _check_bootstrap(champion: TrainedModel, challenger: TrainedModel, confidence: float, resamples: int) -> None:
+    if not 0.5 <= confidence < 1:
+        raise ModelError(f"confidence must be in [0.5, 1); got {confidence!r}")
+    if resamples < 1:
+        raise ModelError(f"resamples must be positive; got {resamples!r}")
+    if champion.task != challenger.task:
+        raise ModelError(f"the champion is a {champion.task} model and the challenger a {challenger.task} model; "
+                         "they answer different questions and cannot be compared")
 
 
 def _scored(model: TrainedModel, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -207,6 +261,31 @@ def compare_on_recent(champion: TrainedModel, challenger: TrainedModel, recent: 
     else:
         promote, reason = True, f"challenger meets the goal and is not worse than the champion: {scores}"
     return Comparison(promote, reason, champ.to_dict(), chall.to_dict(), paired.to_dict(), gate)
+
+
+def compare_canary(champion: TrainedModel, canary: TrainedModel, champion_rows: pd.DataFrame,
+                   canary_rows: pd.DataFrame, goal: GoalSpec, *, seed: int = 0, confidence: float = 0.95,
+                   resamples: int = 1000, costs: Any = None) -> Comparison:
+    """Promote a canary that meets the goal on the requests it answered and is not worse than the champion
+    on the requests the champion answered, beyond the noise of an unpaired bootstrap (gate ``meet_goal``).
+
+    >>> compare_canary(champion, canary, champion_rows, canary_rows, goal).promote   # doctest: +SKIP
+    False
+    """
+    champ = evaluate(champion, champion_rows, goal, seed=seed, n_boot=200, costs=costs)
+    chall = evaluate(canary, canary_rows, goal, seed=seed, n_boot=200, costs=costs)
+    unpaired = unpaired_bootstrap(champion, canary, champion_rows, canary_rows, goal, confidence=confidence,
+                                  resamples=resamples, seed=seed)
+    scores = (f"canary {goal.metric} {chall.value:.3f}{_constraints(chall)} on the {len(canary_rows)} requests it "
+              f"answered vs champion {champ.value:.3f}{_constraints(champ)} on its {len(champion_rows)}; "
+              f"{unpaired.describe()}")
+    if unpaired.worse:
+        promote, reason = False, f"the canary is worse than the champion beyond the noise: {scores}"
+    elif not chall.met:
+        promote, reason = False, f"the canary misses the goal {goal.describe()}: {scores}"
+    else:
+        promote, reason = True, f"the canary meets the goal and is not worse than the champion: {scores}"
+    return Comparison(promote, reason, champ.to_dict(), chall.to_dict(), unpaired.to_dict(), "meet_goal")
 
 
 def _constraints(evaluation) -> str:

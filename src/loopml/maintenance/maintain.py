@@ -14,10 +14,14 @@ outcome               code  meaning
 ====================  ====  =====================================================================
 goal_holds            0     the goal holds on the new labels; nothing to do
 waiting               0     too few new labels to judge the goal, and no alert
-promoted              0     a retrained challenger beat the champion and now serves
+promoted              0     a retrained challenger beat the champion and now serves (or, in a shadow
+                            or canary release, passed on live traffic)
+in_rollout            0     a challenger is in shadow or canary (just started, or waiting for labels)
 alert_only            1     an alert the policy only reports, or a retrain held back (cool-down,
                             too few labels, an estimate without labels)
-kept_champion         1     a challenger was trained but does not beat the champion
+kept_champion         1     a challenger was trained but does not beat the champion (or a shadow
+                            failed on live traffic)
+rolled_back           1     a canary failed on live traffic; it no longer answers requests
 retrain_failed        1     the retrain failed (bad fresh data, budget, gates); the champion serves
 awaiting_approval     5     a challenger beats the champion; a human promotes it
 (lock busy)           4     another pass held the lock for the whole wait
@@ -43,6 +47,7 @@ from loopml.maintenance.compare import labeled_frame
 from loopml.maintenance.lock import HeldLock, MaintenanceBusy, maintenance_lock
 from loopml.maintenance.policy import Policy, PolicyDecision, Signal, decide, read_policy, trigger_for_alert
 from loopml.maintenance.retrain import Retrainer, RetrainOutcome
+from loopml.maintenance.rollout import Release, released_challenger
 from loopml.model import TrainedModel, evaluate
 from loopml.spec import ProjectSpec, spec_hash
 from loopml.store import ModelVersion, Store
@@ -50,9 +55,10 @@ from loopml.store import ModelVersion, Store
 __all__ = ["EXIT_CODES", "MaintainOutcome", "MaintainResult", "maintain_project", "watch"]
 
 MaintainOutcome = Literal["waiting", "goal_holds", "promoted", "kept_champion", "alert_only", "retrain_failed",
-                          "awaiting_approval"]
-EXIT_CODES: dict[str, int] = {"goal_holds": 0, "waiting": 0, "promoted": 0, "alert_only": 1, "kept_champion": 1,
-                              "retrain_failed": 1, "awaiting_approval": 5, "lock_busy": MaintenanceBusy.exit_code}
+                          "awaiting_approval", "in_rollout", "rolled_back"]
+EXIT_CODES: dict[str, int] = {"goal_holds": 0, "waiting": 0, "promoted": 0, "in_rollout": 0, "alert_only": 1,
+                              "kept_champion": 1, "rolled_back": 1, "retrain_failed": 1, "awaiting_approval": 5,
+                              "lock_busy": MaintenanceBusy.exit_code}
 _ALERTS_READ = "maintain.alerts_read"
 _LAST_RETRAIN = "maintain.last_retrain"
 
@@ -154,6 +160,7 @@ class _Pass:
     def __init__(self, spec: ProjectSpec, store: Store, policy: Policy, rec: Recorder, lock: HeldLock):
         self.spec, self.store, self.policy, self.rec, self.lock = spec, store, policy, rec, lock
         self.project = spec.project
+        self.release: tuple[ModelVersion, str] | None = None  # a challenger in shadow or canary, still waiting
 
     def _done(self, outcome: MaintainOutcome, why: str, challenger: ModelVersion | None = None,
               action: str = "none") -> MaintainResult:
@@ -164,7 +171,14 @@ class _Pass:
         champion = self.store.alias(self.project, "champion")
         if champion is None:  # archived or rolled away while this pass waited for the lock
             raise ModelError(f"project '{self.project}' has no champion to maintain; run `loopml run` first")
-        signals, last_alert = self._monitor_signals()
+        released = released_challenger(self.store, self.project, self.policy)
+        if released is not None:
+            # A release's verdict comes first: it may promote, or take a bad canary off the traffic.
+            outcome, why = Release(self.spec, self.store, self.policy, self.rec, self.lock, champion, released).judge()
+            if outcome != "in_rollout":
+                return self._done(outcome, why, released, action="rollout")  # type: ignore[arg-type]
+            self.release = (released, why)
+        signals, last_alert = self._monitor_signals(champion)
         checked, signal = self._check_labels(champion, signals)
         if signal is not None:
             signals.append(signal)
@@ -172,6 +186,9 @@ class _Pass:
         new_labels = len(self.store.labeled_predictions(self.project, after_feedback_seq=labels_through))
         decision = decide(self.policy, signals, labeled_rows=new_labels, last_retrain_at=self._last_retrain())
         result = self._act(champion, decision, signals, new_labels, checked)
+        if self.release is not None and result.outcome in ("goal_holds", "waiting"):
+            result.outcome, result.explanation = "in_rollout", f"{self.release[1]}; {result.explanation}"
+            result.challenger = self.release[0]
         if last_alert:  # read only once acted on: a pass that dies first leaves them for the next one
             self.store.set_checkpoint(self.project, _ALERTS_READ, last_alert)
         return result
@@ -183,6 +200,13 @@ class _Pass:
         self._record_policy(decision, signals, new_labels)
         if decision.action in ("alert", "wait"):
             return self._done("alert_only", decision.reason, action=decision.action)
+        if self.release is not None:
+            challenger, _ = self.release
+            why = (f"{decision.reason}; held back: v{challenger.version} is in a {self.policy.rollout} release, and "
+                   "its verdict on live traffic comes first")
+            self.rec.decide("maintenance", "rollout", "info", "hold_retrain", None, why,
+                            {"challenger": challenger.version, "mode": self.policy.rollout, "wanted": decision.action})
+            return self._done("in_rollout", why, challenger, action="wait")
         self.store.set_checkpoint(self.project, _LAST_RETRAIN, {"at": datetime.now(UTC).isoformat(),
                                                                 "run_id": self.rec.run_id})
         outcome = Retrainer(self.spec, self.store, champion, self.policy, self.rec).run(decision.action)
@@ -190,15 +214,25 @@ class _Pass:
 
     # -- what happened since the last pass -------------------------------------------------------
 
-    def _monitor_signals(self) -> tuple[list[Signal], int]:
-        """Alerts of ``loopml monitor`` not read yet, as policy signals; and the last alert id seen."""
+    def _monitor_signals(self, champion: ModelVersion) -> tuple[list[Signal], int]:
+        """Alerts of ``loopml monitor`` not read yet, as policy signals; and the last alert id seen.
+
+        A goal breach measured on a window another version answered says nothing about the champion
+        (labels of the old model's last windows arrive after a promotion), so it is not a signal.
+        """
         seen = int(self.store.checkpoint(self.project, _ALERTS_READ) or 0)
         fresh = [a for a in self.store.alerts(self.project) if a["id"] > seen]
+        window_ids = sorted({a["window_id"] for a in fresh if a.get("window_id") is not None})
+        served_by = {w["id"]: w.get("model_version_id")
+                     for w in self.store.monitor_windows(self.project, ids=window_ids)} if window_ids else {}
         signals = []
         for alert in fresh:
             detail = alert.get("detail") or {}
             trigger = trigger_for_alert(alert["kind"])
             if detail.get("raised_by") == "maintain" or trigger is None:
+                continue
+            answered_by = served_by.get(alert.get("window_id"))
+            if trigger in ("goal_breached", "goal_breach_estimated") and answered_by not in (None, champion.id):
                 continue
             summary = str(detail.get("summary") or detail.get("message") or alert["kind"])
             signals.append(Signal(trigger, "monitor", summary, alert["id"], {"kind": alert["kind"]}))
@@ -252,7 +286,7 @@ class _Pass:
                          "new_labeled_rows": new_labels,
                          "policy": {k: v for k, v in self.policy.to_dict().items()
                                     if k in ("actions", "cooldown_s", "min_labeled", "act_on_estimate", "approval",
-                                             "gate", "budget_s", "window")}})
+                                             "gate", "budget_s", "window", "rollout")}})
 
     # -- the last step ---------------------------------------------------------------------------
 
@@ -264,6 +298,11 @@ class _Pass:
         if challenger is None or comparison is None:
             raise ModelError("a retrain that succeeded must name its challenger and comparison")
         evidence = {"champion": champion.version, "challenger": challenger.version, **comparison.to_dict()}
+        if comparison.promote and self.policy.rollout != "direct":
+            # Not promoted yet: the challenger alias points at it, and live traffic decides (see rollout.py).
+            release = Release(self.spec, self.store, self.policy, self.rec, self.lock, champion, challenger)
+            why = release.start(comparison)
+            return self._done("in_rollout", why, challenger, action)
         if not comparison.promote:
             self.rec.decide("maintenance", "challenger_vs_champion", "fail", "keep_champion", None,
                             f"v{challenger.version} not promoted: {comparison.reason}", evidence)

@@ -49,6 +49,10 @@ class Policy:
     retry_backoff_s: float
     lock_wait_s: float
     stale_after_s: float
+    # How a challenger reaches traffic (maintenance.rollout): direct, or a shadow or canary release first.
+    rollout: Literal["direct", "shadow", "canary"] = "direct"
+    canary_share: float = 0.1
+    rollout_min_labeled: int = 100
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +70,8 @@ def read_policy(spec: ProjectSpec | MaintenanceSpec) -> Policy:
                   budget_s=m.retrain.budget, trials=m.retrain.trials, window=m.retrain.window,
                   compare_share=m.compare.share, confidence=m.compare.confidence, resamples=m.compare.resamples,
                   retry_attempts=m.sources.attempts, retry_backoff_s=m.sources.backoff, lock_wait_s=m.lock.wait,
-                  stale_after_s=m.lock.stale_after)
+                  stale_after_s=m.lock.stale_after, rollout=m.rollout.mode, canary_share=m.rollout.canary_share,
+                  rollout_min_labeled=m.rollout.min_labeled)
 
 
 @dataclass(frozen=True)

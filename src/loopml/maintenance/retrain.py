@@ -530,9 +530,11 @@ class Retrainer:
                      "packages": _packages(), "feature_hook": _feature_hook(spec)},
             decision=decision)
         self.rec.keep(self.store.registered_by(mv) or decision)
-        self.store.set_alias(self.project, "challenger", mv.version, actor="loopml maintain",
-                             reason=f"retrained from v{self.champion.version} in run {self.rec.run_id} "
-                                    f"(window '{chosen.name}')")
+        # In a shadow or canary release the challenger alias takes live traffic: only a challenger that passed gets it.
+        if comparison.promote or self.policy.rollout == "direct":
+            self.store.set_alias(self.project, "challenger", mv.version, actor="loopml maintain",
+                                 reason=f"retrained from v{self.champion.version} in run {self.rec.run_id} "
+                                        f"(window '{chosen.name}')")
         return self.store.model_version(self.project, mv.version)
 
 

@@ -65,6 +65,7 @@ from loopml.model._families import (
     Prepared,
     Setup,
     as_prior,
+    cross_fit_lgbm,
     default_params,
     encode,
     fit_estimator,
@@ -475,6 +476,13 @@ class _Runner:
         """Out-of-fold scores (rows outside every validation fold stay 0) and LightGBM's early-stopped rounds."""
         setup = self.setup
         oof = np.zeros((len(self.y), setup.k)) if setup.task == "multiclass" else np.zeros(len(self.y))
+        if family == "lightgbm":  # all folds boosted together, stopped on the pooled selection metric
+            folds = [(*self.fold(i), val) for i, (_, val) in enumerate(self.splits)]
+            scores, best = cross_fit_lgbm(setup, params, [(p, e["tree"], self.y[v]) for p, e, v in folds],
+                                          self.selection)
+            for (_, _, val), part in zip(folds, scores, strict=True):
+                oof[val] = part
+            return oof, [best]
         rounds: list[int] = []
         for i, (_, val) in enumerate(self.splits):
             prepared, encoded = self.fold(i)
@@ -819,7 +827,8 @@ def _learning_curve(setup: Setup, members: list[tuple[_Trial, float]], X: pd.Dat
         if len(idx) < 30 or (setup.task != "regression" and np.bincount(y[idx], minlength=setup.k).min() < 3):
             continue
         idx = np.sort(idx)  # keeps the time order for a time-ordered split
-        sub = _Runner(setup, X.iloc[idx], y[idx], _splits(setup, y[idx], 3, time_ordered), "rmse")
+        sub = _Runner(setup, X.iloc[idx], y[idx], _splits(setup, y[idx], 3, time_ordered),
+                      _ensemble.selection_metric(setup.goal.metric, setup.task))  # LightGBM stops on it
         try:
             oof = [t.oof if fraction == 1.0 and folds == 3 else sub.cross_val(t.family, t.params)[0]
                    for t, _ in members]

@@ -4,6 +4,10 @@ Each app has its own registry (two apps in one process do not mix counts). With 
 (``PROMETHEUS_MULTIPROC_DIR`` set, as ``loopml serve --workers N`` does), ``/metrics`` sums the
 counters of all live workers, so a scrape that lands on any worker sees the whole server.
 
+A scrape also shows the monitor's gauges (``loopml_monitor_alert{kind}`` and the others of
+:func:`~loopml.operations.monitor.update_monitor_gauges`), read from the store at most every
+``monitor_interval_s`` seconds, in a thread, so the event loop never waits on the store.
+
 >>> metrics = ServingMetrics()
 >>> metrics.predicted_rows.labels(model_version="1").inc(3)
 >>> b"loopml_predicted_rows_total" in metrics.render()[0]
@@ -12,6 +16,8 @@ True
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 
@@ -19,11 +25,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import multiprocess as _multiprocess
 
 from loopml.operations._http import ASGIApp, Message, Receive, Scope, Send
+from loopml.operations.monitor import update_monitor_gauges
+from loopml.store import Store
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Serving latencies are milliseconds: fine buckets there, coarse ones for slow batches.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+logger = logging.getLogger(__name__)
 
 
 def multiprocess_mode() -> bool:
@@ -31,9 +41,19 @@ def multiprocess_mode() -> bool:
 
 
 class ServingMetrics:
-    """The metrics one app exports; ``render()`` gives the Prometheus text and its content type."""
+    """The metrics one app exports; ``render()`` gives the Prometheus text and its content type.
+
+    ``monitor_interval_s``: the least time between two reads of the monitor's gauges from the store;
+    ``monitor_wait_s``: how long a scrape waits for a read before it answers with the values it has.
+    """
+
+    monitor_interval_s: float = 5.0
+    monitor_wait_s: float = 2.0
 
     def __init__(self) -> None:
+        self._monitor_next = 0.0  # monotonic time from which the next scrape reads the store again
+        self._monitor_read: asyncio.Future[None] | None = None
+        self._monitor_error: str | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("loopml_requests", "HTTP requests answered, by route, method and status.",
@@ -59,6 +79,37 @@ class ServingMetrics:
             _multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    async def refresh_monitor(self, store: Store, project: str) -> None:
+        """Read the monitor's gauges from the store when the last read is ``monitor_interval_s`` old.
+
+        Never raises: a store that fails is logged (once per cause) and the gauges keep their values; a
+        read slower than ``monitor_wait_s`` finishes in the background and the scrape answers at once.
+
+        >>> await app.state.metrics.refresh_monitor(store, "benefits-outreach")   # doctest: +SKIP
+        """
+        now = time.monotonic()
+        running = self._monitor_read is not None and not self._monitor_read.done()
+        if not running and now >= self._monitor_next:
+            # Set before the first await: a scrape arriving meanwhile does not read the store a second time.
+            self._monitor_next = now + self.monitor_interval_s
+            self._monitor_read = asyncio.ensure_future(asyncio.to_thread(self._read_monitor, store, project))
+        if self._monitor_read is not None and not self._monitor_read.done():
+            await asyncio.wait([self._monitor_read], timeout=self.monitor_wait_s)
+
+    def _read_monitor(self, store: Store, project: str) -> None:
+        try:
+            update_monitor_gauges(self.registry, store, project)
+        except Exception as exc:  # the store's failure must not fail the scrape
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._monitor_error:
+                logger.warning("loopml serve: /metrics could not read the monitor's gauges from the store; they "
+                               "keep their last values until it can: %s", problem)
+            self._monitor_error = problem
+            return
+        if self._monitor_error is not None:
+            logger.info("loopml serve: /metrics reads the monitor's gauges from the store again")
+            self._monitor_error = None
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, status=str(status)).inc()

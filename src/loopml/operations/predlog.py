@@ -38,7 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from loopml.errors import NotFoundError, SpecError, StoreError
-from loopml.store.metadata import Store
+from loopml.store.metadata import Store, row_role
 
 __all__ = ["LogBackpressure", "PredictionLog"]
 
@@ -128,7 +128,9 @@ class PredictionLog:
     def append(self, model_version_id: int, rows: list[dict[str, Any]]) -> None:
         """Queue ``rows`` (as :meth:`Store.log_predictions` takes them) for the next group commit; never blocks.
 
-        Raises :class:`LogBackpressure` when the rows would take the log past ``max_pending`` unwritten rows.
+        A row may name its ``role`` (``champion``, ``canary`` or ``shadow`` with ``shadow_of``), checked here so
+        that a bad one fails its caller rather than the writer. Raises :class:`LogBackpressure` when the rows
+        would take the log past ``max_pending`` unwritten rows.
         """
         if not rows:
             return
@@ -136,6 +138,7 @@ class PredictionLog:
             if not _REQUIRED <= r.keys():
                 raise StoreError(f"a prediction to log lacks {', '.join(sorted(_REQUIRED - r.keys()))}; each row "
                                  f"needs id, features and prediction (got keys: {', '.join(sorted(r)) or 'none'})")
+            row_role(r)
         at, now = time.monotonic(), datetime.now(UTC)
         # Stamped now: the row records when the prediction was answered, not when the batch was written.
         stamped = [{**r, "model_version_id": model_version_id, "created_at": now} for r in rows]

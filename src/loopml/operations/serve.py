@@ -12,6 +12,11 @@ Endpoints: ``POST /predict`` (JSON ``{"row": {...}}`` or ``{"rows": [...]}``, or
 or Parquet file), ``POST /feedback``, ``POST /admin/reload``, ``GET /health`` (the process is up),
 ``GET /ready`` (a model is loaded) and ``GET /metrics`` (Prometheus). Every bad input gets a 4xx
 whose ``detail`` says what is wrong, never a 500.
+
+With ``rollout`` (the spec's ``maintenance.rollout``) in ``shadow`` or ``canary`` mode the app also
+follows the ``challenger`` alias: in shadow it scores every answered record after the answer, logged
+with role ``shadow``; as a canary it answers the requests :func:`~loopml.operations._swap.canary_routed`
+picks by their first prediction id, logged with role ``canary``.
 """
 
 from __future__ import annotations
@@ -59,10 +64,11 @@ from loopml.operations._bodies import json_response, problem, problems_error
 from loopml.operations._http import BodyLimit, InflightLimit, WorkerHeader
 from loopml.operations._metrics import MULTIPROC_ENV, MetricsMiddleware, ServingMetrics
 from loopml.operations._openapi import request_body, with_contract
-from loopml.operations._swap import Live, ModelHolder
+from loopml.operations._swap import Live, ModelHolder, ShadowScorer, canary_routed
 from loopml.operations.batching import MicroBatcher, Overloaded
 from loopml.operations.compiled import CompiledModel, CompiledPrediction
 from loopml.operations.predlog import LogBackpressure, PredictionLog
+from loopml.spec import RolloutSpec
 from loopml.store.artifacts import ArtifactStore
 from loopml.store.metadata import ModelVersion, Store
 
@@ -94,7 +100,7 @@ _INLINE_PARSE_BYTES = 64 << 10
 # The environment `app_from_env` reads: how `serve(workers=N)` hands the store and options to each worker.
 ENV_ROOT, ENV_PROJECT, ENV_ALIAS = "LOOPML_SERVE_ROOT", "LOOPML_SERVE_PROJECT", "LOOPML_SERVE_ALIAS"
 ENV_DB, ENV_ARTIFACTS, ENV_OPTIONS = "LOOPML_SERVE_DB", "LOOPML_SERVE_ARTIFACTS", "LOOPML_SERVE_OPTIONS"
-_OPTIONS = ("max_rows", "max_body_bytes", "max_inflight", "reload_interval_s")
+_OPTIONS = ("max_rows", "max_body_bytes", "max_inflight", "reload_interval_s", "rollout")
 
 
 def _one_label_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -224,11 +230,16 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = "ready"
     model_version: int
+    rollout: Literal["shadow", "canary"] | None = Field(None, description="Only in a shadow or canary release.")
+    challenger_version: int | None = Field(
+        None, description="In a shadow or canary release: the challenger loaded (absent while there is none).")
 
 
 class ReloadResponse(BaseModel):
     model_version: int = Field(description="The version served after the reload.")
     swapped: bool = Field(description="True when the alias had moved and the new version now serves.")
+    challenger_version: int | None = Field(
+        None, description="In a shadow or canary release: the challenger loaded after the reload, if any.")
 
 
 _PROBLEMS = {"model": ProblemResponse}
@@ -251,6 +262,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_inflight: int = 64,
     reload_interval_s: float = 2.0,
+    rollout: RolloutSpec | dict[str, Any] | None = None,
 ) -> FastAPI:
     """The serving app for ``project``; it loads the model ``alias`` points at when it starts.
 
@@ -264,6 +276,14 @@ def create_app(
     ``max_body_bytes`` get 413, batches over ``max_rows`` get 413, and past ``max_inflight``
     requests in flight the app answers 503 at once.
 
+    ``rollout`` (the spec's ``maintenance.rollout``; default: none) in ``shadow`` or ``canary`` mode also
+    loads the version the ``challenger`` alias points at, and swaps it as that alias moves or is removed.
+    Shadow: the champion answers every request and the challenger scores the same records afterwards, in
+    a thread of its own (never adding latency, never failing a request), logged with role ``shadow`` and
+    ``shadow_of`` the answered id. Canary: the challenger answers the share of requests whose first
+    prediction id hashes under ``canary_share`` (the champion answers if the canary fails), logged with
+    role ``canary``; the response's ``model_version`` says who answered.
+
     >>> import httpx                                                         # doctest: +SKIP
     >>> app = create_app(store, "benefits-outreach")                         # doctest: +SKIP
     >>> httpx.post(url + "/predict", json={"row": {"age": 41, ...}}).json()  # doctest: +SKIP
@@ -271,21 +291,30 @@ def create_app(
     """
     _check_limits(max_rows=max_rows, max_body_bytes=max_body_bytes, max_inflight=max_inflight,
                   reload_interval_s=reload_interval_s)
+    plan = _rollout(rollout)
     metrics = ServingMetrics()
     closing: set[asyncio.Task] = set()  # the retired batchers finishing their queues
 
-    def on_swap(new: Live, old: Live | None) -> None:
-        metrics.model_version.set(new.version)
-        if old is not None:
-            metrics.reloads.labels(outcome="swapped").inc()
+    def retire(old: Live | None) -> None:
         if old is not None and old.batcher is not None:
             # Requests already queued finish on the old model; new ones reach the new batcher.
             task = asyncio.get_running_loop().create_task(old.batcher.close())
             closing.add(task)
             task.add_done_callback(closing.discard)
 
+    def on_swap(new: Live | None, old: Live | None) -> None:
+        if new is not None:
+            metrics.model_version.set(new.version)
+        if old is not None:
+            metrics.reloads.labels(outcome="swapped").inc()
+        retire(old)
+
     holder = ModelHolder(store, project, alias, load=lambda: _prepare(load_served_model(store, project, alias)),
                          on_swap=on_swap)
+    # The challenger of a shadow or canary release: the same hot swap, on an alias that may point at nothing.
+    challenger = None if plan.mode == "direct" else ModelHolder(
+        store, project, "challenger", load=lambda: _prepare(load_served_model(store, project, "challenger")),
+        on_swap=lambda new, old: retire(old), optional=True)
 
     def on_watch_error(exc: Exception) -> None:
         if holder.current is None:
@@ -296,6 +325,19 @@ def create_app(
         metrics.reloads.labels(outcome="failed").inc()
         logger.warning("loopml serve: %s of '%s' moved but could not be loaded; still serving version %d: %s",
                        alias, project, holder.current.version, exc)
+
+    def on_challenger_error(exc: Exception) -> None:
+        # A challenger that cannot load takes no traffic; said once per cause, the champion is not affected.
+        if str(exc) != challenger.error:  # type: ignore[union-attr]
+            logger.warning("loopml serve: the challenger of '%s' could not be loaded, so it takes no %s traffic: %s",
+                           project, plan.mode, exc)
+            challenger.error = str(exc)  # type: ignore[union-attr]
+
+    async def refresh_challenger(force: bool = False) -> None:
+        try:
+            await challenger.refresh(force=force)  # type: ignore[union-attr]
+        except Exception as exc:  # the champion serves whatever becomes of the challenger
+            on_challenger_error(exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -311,18 +353,27 @@ def create_app(
             logger.warning("loopml serve: no model loaded: %s", exc)
         app.state.prediction_log = PredictionLog(store, project)
         app.state.prediction_log.start()
-        watcher = (asyncio.create_task(holder.watch(reload_interval_s, on_watch_error))
-                   if reload_interval_s > 0 else None)
+        watchers = []
+        if challenger is not None:
+            await refresh_challenger()
+            shadow.start()
+            if reload_interval_s > 0:
+                watchers.append(asyncio.create_task(challenger.watch(reload_interval_s, on_challenger_error)))
+        if reload_interval_s > 0:
+            watchers.append(asyncio.create_task(holder.watch(reload_interval_s, on_watch_error)))
         try:
             yield
         finally:
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            if holder.current is not None and holder.current.batcher is not None:
-                await holder.current.batcher.close()
+            for live in (holder.current, challenger.current if challenger is not None else None):
+                if live is not None and live.batcher is not None:
+                    await live.batcher.close()
             await asyncio.gather(*closing)
+            # The shadow rows of the last answers reach the log before it closes.
+            await asyncio.to_thread(shadow.close)
             # uvicorn gets here after answering the requests in flight (SIGTERM, Ctrl-C): write every prediction.
             await asyncio.to_thread(app.state.prediction_log.close)
             metrics.worker_exited()
@@ -330,6 +381,8 @@ def create_app(
     app = FastAPI(title=f"loopml: {project}", lifespan=lifespan)
     app.state.secrets = Secrets.resolve(api_key, admin_token)
     app.state.holder = holder
+    app.state.challenger = challenger
+    app.state.rollout = plan
     app.state.metrics = metrics
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -341,16 +394,51 @@ def create_app(
             raise HTTPException(503, detail=f"no model loaded: {holder.error}")
         return live
 
-    def _log(live: Live, records: list[dict[str, Any]], predictions: list[dict[str, Any]], latency_ms: float) -> None:
+    def _append(live: Live, records: list[dict[str, Any]], predictions: list[dict[str, Any]], latency_ms: float,
+                role: str, shadow_of: list[str] | None = None) -> None:
         # The one place predictions reach the prediction log.
+        app.state.prediction_log.append(live.served.model_version.id, [
+            {"id": p["id"], "features": _json_safe(r), "prediction": p["prediction"],
+             "probability": p["probability"], "latency_ms": latency_ms, "role": role,
+             **({"shadow_of": shadow_of[i]} if shadow_of is not None else {})}
+            for i, (p, r) in enumerate(zip(predictions, records, strict=True))
+        ])
+
+    def _log(live: Live, records: list[dict[str, Any]], predictions: list[dict[str, Any]], latency_ms: float,
+             role: str) -> None:
         try:
-            app.state.prediction_log.append(live.served.model_version.id, [
-                {"id": p["id"], "features": _json_safe(r), "prediction": p["prediction"],
-                 "probability": p["probability"], "latency_ms": latency_ms}
-                for p, r in zip(predictions, records, strict=True)
-            ])
+            _append(live, records, predictions, latency_ms, role)
         except LogBackpressure as exc:  # refuse rather than answer a prediction that may never be logged
             raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
+
+    def _score_shadow(rival: Live, records: list[dict[str, Any]], answered: list[str]) -> None:
+        """The challenger on records the champion answered (the shadow thread; what it raises is only counted)."""
+        start = time.perf_counter()
+        result = rival.fast.predict_records(records)
+        latency_ms = (time.perf_counter() - start) * 1000 / len(records)
+        _append(rival, records, _predictions(result, _new_ids(len(records))), latency_ms, "shadow", answered)
+
+    shadow = ShadowScorer(_score_shadow)
+    app.state.shadow = shadow
+
+    def _rival(live: Live) -> Live | None:
+        """The challenger that takes a share of this request, if a release is on and it is not the champion."""
+        rival = challenger.current if challenger is not None else None
+        if rival is None or rival.served.model_version.id == live.served.model_version.id:
+            return None
+        return rival
+
+    def _canary(rival: Live | None, first_id: str) -> Live | None:
+        return rival if rival is not None and plan.mode == "canary" and canary_routed(first_id, plan.canary_share) \
+            else None
+
+    def _canary_failed(canary: Live, exc: Exception) -> None:
+        if canary.version not in canary_warned:  # once per version: the champion answers; the log says why
+            canary_warned.add(canary.version)
+            logger.warning("loopml serve: canary version %d failed on rows the champion's contract accepts (%s); "
+                           "the champion answers such requests; further failures are not logged", canary.version, exc)
+
+    canary_warned: set[int] = set()
 
     def _record_feedback(prediction_id: str, label: Any) -> None:
         # The one place feedback reaches the prediction log.
@@ -362,39 +450,61 @@ def create_app(
             raise HTTPException(409, detail=str(exc)) from exc
 
     def _answered(live: Live, records: list[dict[str, Any]], predictions: list[dict[str, Any]],
-                  start: float) -> Response:
-        _log(live, records, predictions, (time.perf_counter() - start) * 1000 / len(records))
+                  start: float, role: str = "champion", rival: Live | None = None) -> Response:
+        _log(live, records, predictions, (time.perf_counter() - start) * 1000 / len(records), role)
         metrics.predicted_rows.labels(model_version=str(live.version)).inc(len(predictions))
+        if rival is not None and plan.mode == "shadow":
+            shadow.submit(rival, records, [p["id"] for p in predictions])
         return json_response({"model_version": live.version, "predictions": predictions},
-                             headers={"x-loopml-model-version": str(live.version)})
+                             headers={"x-loopml-model-version": str(live.version), "x-loopml-role": role})
 
-    def _answer(live: Live, records: list[dict[str, Any]]) -> Response:
+    def _answer(live: Live, records: list[dict[str, Any]], rival: Live | None = None) -> Response:
         """Check, predict and log a batch (in a worker thread: it is the model's CPU time)."""
         start = time.perf_counter()
+        ids = _new_ids(len(records))
+        canary = _canary(rival, ids[0])
+        if canary is not None:
+            # The champion's contract is the API's: the canary answers exactly the requests the champion would.
+            errors = live.fast.validate(records)
+            if errors:
+                raise _violations(errors)
+            try:
+                result = canary.fast.predict_records(records)
+            except LoopmlError as exc:
+                _canary_failed(canary, exc)
+            else:
+                return _answered(canary, records, _predictions(result, ids), start, "canary")
         try:
             result = live.fast.predict_records(records)
         except ContractViolation as exc:
             raise _violations(exc.errors) from exc
         except LoopmlError as exc:
             raise _model_failed(live, exc) from exc
-        return _answered(live, records, _predictions(result), start)
+        return _answered(live, records, _predictions(result, ids), start, rival=rival)
 
-    async def _answer_one(live: Live, record: dict[str, Any]) -> Response:
+    async def _answer_one(live: Live, record: dict[str, Any], rival: Live | None = None) -> Response:
         """Check one record, then predict it in a micro-batch shared with concurrent requests."""
         start = time.perf_counter()
         # Checked alone first: a batch call fails for all it holds, so a bad record must not join one.
         errors = live.fast.validate([record])
         if errors:
             raise _violations(errors)
+        prediction_id = uuid.uuid4().hex
+        canary = _canary(rival, prediction_id)
+        if canary is not None:
+            try:
+                row = await _one_row(canary, record)
+            except LoopmlError as exc:  # its contract, its model or its full queue: the champion answers
+                _canary_failed(canary, exc)
+            else:
+                return _answered(canary, [record], [_prediction(prediction_id, row)], start, "canary")
         try:
             row = await live.batcher.submit(record)
         except Overloaded as exc:
             raise HTTPException(503, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
         except LoopmlError as exc:
             raise _model_failed(live, exc) from exc
-        prediction = {"id": uuid.uuid4().hex, "prediction": row.label, "probability": row.probability,
-                      "probabilities": row.probabilities}
-        return _answered(live, [record], [prediction], start)
+        return _answered(live, [record], [_prediction(prediction_id, row)], start, rival=rival)
 
     # The probes and /metrics are async: they answer on the event loop even when every worker thread is busy.
     @app.get("/health")
@@ -402,14 +512,22 @@ def create_app(
         """The process is up (it may still have no model; see /ready)."""
         return HealthResponse()
 
-    @app.get("/ready", responses={503: {"description": "No model loaded; `detail` says why."}})
+    @app.get("/ready", responses={503: {"description": "No model loaded; `detail` says why."}},
+             response_model_exclude_none=True)
     async def ready() -> ReadyResponse:
-        """A model is loaded and predictions will be served."""
-        return ReadyResponse(model_version=_live().version)
+        """A model is loaded and predictions will be served (in a release: and which challenger takes its share)."""
+        live = _live()
+        if challenger is None:
+            return ReadyResponse(model_version=live.version)
+        rival = _rival(live)
+        return ReadyResponse(model_version=live.version, rollout=plan.mode,
+                             challenger_version=rival.version if rival is not None else None)
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def metrics_endpoint() -> Response:
-        """Prometheus metrics: requests, latency, errors, rows predicted, the version served, requests in flight."""
+        """Prometheus metrics: requests, latency, errors, rows predicted, the version served, requests in flight,
+        and the monitor's alerts and window gauges (read from the store at most every few seconds)."""
+        await metrics.refresh_monitor(store, project)
         content, media_type = metrics.render()
         return Response(content, media_type=media_type)
 
@@ -434,11 +552,12 @@ def create_app(
             records = await run_in_threadpool(_bodies.read_table, body, kind, max_rows)
         if len(records) > max_rows:
             raise _bodies.too_many_rows(f"{len(records):,}", max_rows)
-        # The model current now answers (a swap after this point leaves this request on it).
+        # The models current now answer (a swap after this point leaves this request on them).
         live = _live()
+        rival = _rival(live)
         if kind == "json" and parsed.row is not None and live.batcher is not None:
-            return await _answer_one(live, records[0])
-        return await run_in_threadpool(_answer, live, records)
+            return await _answer_one(live, records[0], rival)
+        return await run_in_threadpool(_answer, live, records, rival)
 
     @app.post("/feedback", dependencies=[Depends(require_api_key)], response_model=FeedbackResponse,
               responses={**_UNAUTHORIZED, 404: {"description": "Unknown prediction id."},
@@ -458,9 +577,12 @@ def create_app(
     @app.post("/admin/reload", dependencies=[Depends(require_admin)],
               responses={401: {"description": "No admin token, or a wrong one."},
                          403: {"description": "Admin endpoints are disabled: LOOPML_ADMIN_TOKEN is not set."},
-                         409: {"description": "The alias points at nothing, or its version cannot be loaded."}})
+                         409: {"description": "The alias points at nothing, or its version cannot be loaded."}},
+              response_model_exclude_none=True)
     async def reload() -> ReloadResponse:
-        """Load the version the alias points at now, without waiting for the next check."""
+        """Load the version the alias points at now (and the challenger, in a release), without waiting."""
+        if challenger is not None:
+            await refresh_challenger(force=True)
         try:
             swapped = await holder.refresh(force=True)
         except LoopmlError as exc:
@@ -468,7 +590,10 @@ def create_app(
                 metrics.reloads.labels(outcome="failed").inc()
             still = f"still serving version {holder.current.version}" if holder.current else "no model is served"
             raise HTTPException(409, detail=f"reload failed ({still}): {exc}") from exc
-        return ReloadResponse(model_version=_live().version, swapped=swapped)
+        live = _live()
+        rival = _rival(live)
+        return ReloadResponse(model_version=live.version, swapped=swapped,
+                              challenger_version=rival.version if rival is not None else None)
 
     unguarded = unguarded_routes(app)
     if unguarded:  # deny by default: a new route must choose public or protected
@@ -509,17 +634,22 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_inflight: int = 64,
     reload_interval_s: float = 2.0,
+    rollout: RolloutSpec | dict[str, Any] | None = None,
 ) -> None:
     """Serve ``alias`` of ``project`` until stopped (Ctrl-C), recording the deployment in the store.
 
     With ``workers`` > 1 each worker is its own process running :func:`app_from_env`; they share the
     port, the store and (summed) the metrics. Secrets come from ``LOOPML_API_KEY`` / ``LOOPML_ADMIN_TOKEN``.
+    ``rollout``: the spec's ``maintenance.rollout``, for a shadow or canary release (see :func:`create_app`).
 
     >>> serve(Store.open("."), "benefits-outreach", port=8080, workers=4)   # doctest: +SKIP
     """
-    options = {"max_rows": max_rows, "max_body_bytes": max_body_bytes, "max_inflight": max_inflight,
-               "reload_interval_s": reload_interval_s}
+    options: dict[str, Any] = {"max_rows": max_rows, "max_body_bytes": max_body_bytes, "max_inflight": max_inflight,
+                               "reload_interval_s": reload_interval_s}
     _check_limits(**options)
+    plan = _rollout(rollout)
+    if plan.mode != "direct":
+        options["rollout"] = plan.model_dump(mode="json")
     if not isinstance(workers, int) or workers < 1:
         raise SpecError(f"workers must be a whole number of processes, at least 1; got {workers!r}")
     if workers > 1 and store.root is None:
@@ -583,6 +713,21 @@ def app_from_env() -> FastAPI:
 # -- helpers -------------------------------------------------------------------------------------
 
 
+def _rollout(value: RolloutSpec | dict[str, Any] | None) -> RolloutSpec:
+    """The release plan: the spec's ``maintenance.rollout`` (or the same as a mapping); none is ``direct``."""
+    if value is None or isinstance(value, RolloutSpec):
+        return value or RolloutSpec()
+    if not isinstance(value, dict):
+        raise SpecError(f"rollout must be the spec's maintenance.rollout (a RolloutSpec) or a mapping such as "
+                        f"{{'mode': 'canary', 'canary_share': 0.1}}; got {type(value).__name__}")
+    try:
+        return RolloutSpec.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rollout'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise SpecError(f"rollout: {problems}") from None
+
+
 def _check_limits(*, max_rows: int, max_body_bytes: int, max_inflight: int, reload_interval_s: float) -> None:
     for name, value in (("max_rows", max_rows), ("max_body_bytes", max_body_bytes), ("max_inflight", max_inflight)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -632,8 +777,28 @@ def _model_failed(live: Live, exc: LoopmlError) -> HTTPException:
     return problems_error(500, [problem(str(exc))])
 
 
-def _predictions(result: CompiledPrediction) -> list[dict[str, Any]]:
-    """One response entry per record, as plain Python values (ids are new)."""
+def _new_ids(n: int) -> list[str]:
+    return [uuid.uuid4().hex for _ in range(n)]
+
+
+def _prediction(prediction_id: str, row: Any) -> dict[str, Any]:
+    """The response entry of one record predicted alone (a micro-batch's row)."""
+    return {"id": prediction_id, "prediction": row.label, "probability": row.probability,
+            "probabilities": row.probabilities}
+
+
+async def _one_row(live: Live, record: dict[str, Any]) -> Any:
+    """One record through ``live``'s own contract, then its micro-batcher (or its pipeline, in a thread)."""
+    errors = live.fast.validate([record])
+    if errors:
+        raise ContractViolation(errors)
+    if live.batcher is not None:
+        return await live.batcher.submit(record)
+    return (await run_in_threadpool(live.fast.predict_records, [record]))[0]
+
+
+def _predictions(result: CompiledPrediction, ids: list[str]) -> list[dict[str, Any]]:
+    """One response entry per record, as plain Python values, under the given ``ids``."""
     labels = result.labels.tolist()
     n = len(labels)
     probability = result.probability.tolist() if result.probability is not None else [None] * n
@@ -643,8 +808,8 @@ def _predictions(result: CompiledPrediction) -> list[dict[str, Any]]:
     else:
         probabilities = [None] * n
     return [
-        {"id": uuid.uuid4().hex, "prediction": label, "probability": p, "probabilities": ps}
-        for label, p, ps in zip(labels, probability, probabilities, strict=True)
+        {"id": i, "prediction": label, "probability": p, "probabilities": ps}
+        for i, label, p, ps in zip(ids, labels, probability, probabilities, strict=True)
     ]
 
 

@@ -34,9 +34,12 @@ from loopml.errors import ArtifactError, ConflictError, NotFoundError, StoreErro
 from loopml.store import schema as t
 from loopml.store.artifacts import PICKLE_REFUSED, ArtifactStore, pickle_family
 
-__all__ = ["ModelVersion", "SnapshotRecord", "Store", "store_url"]
+__all__ = ["ANSWERED", "ModelVersion", "ROLES", "SnapshotRecord", "Store", "store_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Who produced a logged prediction: the champion or a canary answered the request; a shadow scored it unseen.
+ROLES = ("champion", "canary", "shadow")
+ANSWERED = ("champion", "canary")
 
 
 def store_url(root: Path) -> str:
@@ -398,6 +401,32 @@ class Store:
                 self.record_decision(project, decision, conn)
         return self._versions_where(t.model_versions.c.id == prev_id)[0] if prev_id else None
 
+    def clear_alias(self, project: str, alias: str, *, actor: str, reason: str, decision: Decision | None = None,
+                    only_if: int | None = None) -> ModelVersion | None:
+        """Remove ``alias`` (and record ``decision``) in one transaction; returns the version it pointed at.
+
+        ``only_if``: remove it only while it points at that model version id (else nothing changes and None
+        is returned), so a pass never clears an alias someone moved meanwhile. The champion cannot be cleared.
+
+        >>> store.clear_alias("shop", "challenger", actor="loopml maintain", reason="rolled back")  # doctest: +SKIP
+        ModelVersion(version=3, ...)
+        """
+        if alias == "champion":
+            raise ConflictError(f"the champion alias of project '{project}' cannot be removed; promote or roll back "
+                                "to another version instead")
+        with self.engine.begin() as conn:
+            prev_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
+                t.aliases.c.project == project, t.aliases.c.alias == alias).with_for_update()).scalar()
+            if prev_id is None or (only_if is not None and prev_id != only_if):
+                return None
+            conn.execute(t.aliases.delete().where(t.aliases.c.project == project, t.aliases.c.alias == alias))
+            conn.execute(t.alias_history.insert().values(
+                project=project, alias=alias, model_version_id=None, previous_version_id=prev_id, actor=actor,
+                reason=reason, at=_now()))
+            if decision is not None:
+                self.record_decision(project, decision, conn)
+        return self._versions_where(t.model_versions.c.id == prev_id)[0]
+
     def previous_alias_target(self, project: str, alias: str) -> ModelVersion | None:
         """The version ``alias`` pointed at before its latest change (for rollback)."""
         with self.engine.connect() as conn:
@@ -435,7 +464,9 @@ class Store:
         """Append predictions in one transaction, as one batched insert.
 
         A row holds ``id``, ``features``, ``prediction`` and optionally ``probability`` and ``latency_ms``;
-        it may carry its own ``model_version_id`` and ``created_at`` (a group commit mixes requests).
+        it may carry its own ``model_version_id`` and ``created_at`` (a group commit mixes requests), and its
+        ``role`` (``champion``, the default, or ``canary``: it answered; ``shadow``: the challenger scored the
+        record without answering, and ``shadow_of`` names the answered prediction's id).
         ``skip_existing`` makes a retried write idempotent: ids already stored are left as they are.
 
         >>> store.log_predictions("benefits-outreach", mv.id, [{"id": "9f0c", "features": {"age": 41},
@@ -456,13 +487,21 @@ class Store:
                 "must be new and model_version_id must name a registered model version") from None
 
     def record_feedback(self, project: str, prediction_id: str, label: Any) -> None:
-        """Attach the true label to a logged prediction; :class:`StoreError` if unknown or already labeled."""
+        """Attach the true label to a logged prediction; :class:`StoreError` if unknown or already labeled.
+
+        The label also labels the shadow rows of that prediction (readers join them through ``shadow_of``);
+        a shadow row's own id takes no label: it answered nothing.
+        """
         with self.engine.begin() as conn:
-            known = conn.execute(sa.select(t.predictions.c.id).where(
-                t.predictions.c.id == prediction_id, t.predictions.c.project == project)).scalar()
+            known = conn.execute(sa.select(t.predictions.c.role, t.predictions.c.shadow_of).where(
+                t.predictions.c.id == prediction_id, t.predictions.c.project == project)).first()
             if known is None:
                 raise NotFoundError(f"unknown prediction_id '{prediction_id}': no prediction with this id was logged "
                                     f"for project '{project}'")
+            if known.role == "shadow":
+                raise ConflictError(f"prediction '{prediction_id}' is a shadow prediction, which answered no "
+                                    f"request; send the label for the answered prediction '{known.shadow_of}' "
+                                    "(it labels its shadow too)")
             try:
                 with conn.begin_nested():
                     conn.execute(t.feedback.insert().values(prediction_id=prediction_id, project=project,
@@ -471,21 +510,53 @@ class Store:
                 raise ConflictError(
                     f"prediction '{prediction_id}' already has a label; a label is recorded once") from None
 
-    def labeled_predictions(self, project: str, *, after_feedback_seq: int = 0) -> list[dict[str, Any]]:
-        """Predictions with their labels, in the order the labels arrived."""
-        q = (sa.select(t.feedback.c.seq.label("feedback_seq"), t.feedback.c.label, t.predictions.c.id,
-                       t.predictions.c.seq, t.predictions.c.features, t.predictions.c.prediction,
-                       t.predictions.c.probability, t.predictions.c.model_version_id)
-             .join(t.predictions, t.predictions.c.id == t.feedback.c.prediction_id)
-             .where(t.feedback.c.project == project, t.feedback.c.seq > after_feedback_seq)
-             .order_by(t.feedback.c.seq))
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+    def labeled_predictions(self, project: str, *, after_feedback_seq: int = 0,
+                            roles: tuple[str, ...] = ANSWERED, model_version_id: int | None = None,
+                            from_seq: int | None = None) -> list[dict[str, Any]]:
+        """Predictions with their labels, in the order the labels arrived; by default the answered ones only.
 
-    def prediction_count(self, project: str) -> int:
+        ``roles`` picks who produced them (see :data:`ROLES`): a shadow row carries the label of the
+        prediction it shadows (``shadow_of``) and ``answered_version_id``, the version that answered it.
+        ``model_version_id`` keeps one version's rows, ``from_seq`` the rows logged at that seq or later.
+
+        >>> shadows = store.labeled_predictions("shop", roles=("shadow",))             # doctest: +SKIP
+        >>> shadows[0]["label"] == store.labeled_predictions("shop")[0]["label"]       # doctest: +SKIP
+        True
+        """
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown or not roles:
+            raise StoreError(f"roles must name some of {', '.join(ROLES)}; got {', '.join(map(repr, roles)) or 'none'}")
+        p, f = t.predictions, t.feedback
+        mine = [p.c.project == project]
+        if model_version_id is not None:
+            mine.append(p.c.model_version_id == model_version_id)
+        if from_seq is not None:
+            mine.append(p.c.seq >= from_seq)
+        columns = (f.c.seq.label("feedback_seq"), f.c.label, p.c.id, p.c.seq, p.c.features, p.c.prediction,
+                   p.c.probability, p.c.model_version_id, p.c.role, p.c.shadow_of)
+        queries = []
+        answered = [r for r in roles if r != "shadow"]
+        if answered:
+            queries.append(sa.select(*columns, p.c.model_version_id.label("answered_version_id"))
+                           .join(p, p.c.id == f.c.prediction_id)
+                           .where(f.c.project == project, f.c.seq > after_feedback_seq, p.c.role.in_(answered), *mine))
+        if "shadow" in roles:
+            # The label of a shadow row is the label of the prediction it shadows.
+            a = p.alias("answered")
+            queries.append(sa.select(*columns, a.c.model_version_id.label("answered_version_id"))
+                           .select_from(f).join(a, a.c.id == f.c.prediction_id).join(p, p.c.shadow_of == a.c.id)
+                           .where(f.c.project == project, f.c.seq > after_feedback_seq, p.c.role == "shadow", *mine))
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(t.predictions)
-                                .where(t.predictions.c.project == project)).scalar()
+            rows = [dict(r) for q in queries for r in conn.execute(q).mappings()]
+        return sorted(rows, key=lambda r: (r["feedback_seq"], r["seq"]))
+
+    def prediction_count(self, project: str, *, roles: tuple[str, ...] | None = None) -> int:
+        """Rows of the prediction log (only those of ``roles`` when given, e.g. :data:`ANSWERED`)."""
+        q = sa.select(sa.func.count()).select_from(t.predictions).where(t.predictions.c.project == project)
+        if roles is not None:
+            q = q.where(t.predictions.c.role.in_(roles))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
 
     # -- monitoring ----------------------------------------------------------------------------
 
@@ -555,32 +626,35 @@ class Store:
                          .values(labeled=labeled, labels_seq=labels_seq))
 
     def logged_times(self, project: str, *, after_seq: int) -> list[tuple[int, datetime]]:
-        """(seq, created_at) of every prediction logged after ``after_seq``, in seq order."""
+        """(seq, created_at) of every answered prediction logged after ``after_seq``, in seq order (no shadows)."""
         p = t.predictions
         with self.engine.connect() as conn:
             return [(r[0], _utc(r[1])) for r in conn.execute(
-                sa.select(p.c.seq, p.c.created_at).where(p.c.project == project, p.c.seq > after_seq)
+                sa.select(p.c.seq, p.c.created_at).where(p.c.project == project, p.c.seq > after_seq,
+                                                         p.c.role != "shadow")
                 .order_by(p.c.seq))]
 
     def logged_rows(self, project: str, *, first_seq: int, last_seq: int) -> list[dict[str, Any]]:
-        """Logged predictions with seq in [first_seq, last_seq]; ``features`` and ``prediction`` as stored JSON text.
+        """Answered predictions with seq in [first_seq, last_seq]; ``features`` and ``prediction`` as stored JSON text.
 
-        The text is not parsed here, so one corrupted row cannot make the whole range unreadable.
+        The text is not parsed here, so one corrupted row cannot make the whole range unreadable. Shadow rows
+        answered nothing, so they are not traffic: they are left out (with their ``role``, canary rows are in).
         """
         p = t.predictions
         q = (sa.select(p.c.seq, p.c.id, p.c.model_version_id, sa.cast(p.c.features, sa.Text).label("features"),
                        sa.cast(p.c.prediction, sa.Text).label("prediction"), p.c.probability, p.c.latency_ms,
-                       p.c.created_at)
-             .where(p.c.project == project, p.c.seq >= first_seq, p.c.seq <= last_seq).order_by(p.c.seq))
+                       p.c.created_at, p.c.role)
+             .where(p.c.project == project, p.c.seq >= first_seq, p.c.seq <= last_seq, p.c.role != "shadow")
+             .order_by(p.c.seq))
         with self.engine.connect() as conn:
             return [{**r, "created_at": _utc(r["created_at"])} for r in conn.execute(q).mappings()]
 
     def window_labels(self, project: str, *, first_seq: int, last_seq: int, up_to_feedback_seq: int) -> dict[int, Any]:
-        """Prediction seq → label, for the predictions in [first_seq, last_seq] labeled by ``up_to_feedback_seq``."""
+        """Prediction seq → label: answered predictions in [first_seq, last_seq] labeled by ``up_to_feedback_seq``."""
         p, f = t.predictions, t.feedback
         q = (sa.select(p.c.seq, f.c.label).join(f, f.c.prediction_id == p.c.id)
              .where(p.c.project == project, p.c.seq >= first_seq, p.c.seq <= last_seq,
-                    f.c.seq <= up_to_feedback_seq))
+                    f.c.seq <= up_to_feedback_seq, p.c.role != "shadow"))
         with self.engine.connect() as conn:
             return {r[0]: r[1] for r in conn.execute(q)}
 
@@ -745,9 +819,29 @@ def _prediction_values(project: str, model_version_id: int, now: datetime, row: 
     if missing:
         raise StoreError(f"a prediction to log lacks {', '.join(missing)}; each row needs id, features and "
                          f"prediction (got keys: {', '.join(sorted(row)) or 'none'})")
+    role, shadow_of = row_role(row)
     return {"id": row["id"], "project": project, "model_version_id": row.get("model_version_id", model_version_id),
             "features": row["features"], "prediction": row["prediction"], "probability": row.get("probability"),
-            "latency_ms": row.get("latency_ms"), "created_at": row.get("created_at") or now}
+            "latency_ms": row.get("latency_ms"), "created_at": row.get("created_at") or now, "role": role,
+            "shadow_of": shadow_of}
+
+
+def row_role(row: dict[str, Any]) -> tuple[str, str | None]:
+    """A prediction row's ``role`` and ``shadow_of``, checked: a shadow row names the answered id, no other does.
+
+    >>> row_role({"id": "b2", "role": "shadow", "shadow_of": "a1"})
+    ('shadow', 'a1')
+    """
+    role, shadow_of = row.get("role") or "champion", row.get("shadow_of")
+    if role not in ROLES:
+        raise StoreError(f"prediction {row.get('id')!r}: role {role!r} is not one of {', '.join(ROLES)}")
+    if role == "shadow" and not shadow_of:
+        raise StoreError(f"prediction {row.get('id')!r} is a shadow row without shadow_of; name the id of the "
+                         "answered prediction it shadows")
+    if role != "shadow" and shadow_of is not None:
+        raise StoreError(f"prediction {row.get('id')!r} has role {role!r} and shadow_of {shadow_of!r}; only a "
+                         "shadow row shadows another: set role 'shadow' or drop shadow_of")
+    return role, shadow_of
 
 
 def _insert_skipping_existing(dialect: str):

@@ -147,6 +147,10 @@ predictions = sa.Table(
     sa.Column("latency_ms", sa.Float),
     _ts("created_at"),
     sa.Index("ix_predictions_project_seq", "project", "seq"),
+    # Migration 0005: who produced the row. "champion" and "canary" rows answered a request; a "shadow" row
+    # is the challenger scoring the same record without answering, and shadow_of is the answered row's id.
+    sa.Column("role", sa.String(16), nullable=False, server_default="champion"),
+    sa.Column("shadow_of", sa.String(32), index=True),
 )
 
 feedback = sa.Table(
