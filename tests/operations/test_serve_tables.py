@@ -91,6 +91,14 @@ def test_an_empty_table_body_is_422(client):
     assert r.json()["detail"][0]["reason"] == "the body is empty; send an Arrow IPC stream with one row per record"
 
 
+@pytest.mark.parametrize("content_type,encode,name", [(ARROW, _arrow, "Arrow IPC stream"),
+                                                      ("application/x-parquet", _parquet, "Parquet file")])
+def test_a_table_of_no_rows_is_422(client, table, content_type, encode, name):
+    r = client.post("/predict", content=encode(table.slice(0, 0)), headers={"content-type": content_type})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["reason"] == f"the {name} holds no rows; send at least one record"
+
+
 def test_duplicate_columns_are_422(client, table):
     doubled = pa.Table.from_arrays([table.column("age"), table.column("age")], names=["age", "age"])
     r = client.post("/predict", content=_parquet(doubled), headers={"content-type": "application/x-parquet"})

@@ -135,12 +135,7 @@ def paired_bootstrap(champion: TrainedModel, challenger: TrainedModel, rows: pd.
         champ, chall = (_metric(goal.metric, model, y, s, W)
                         for model, (y, s) in zip((champion, challenger), scored, strict=True))
         gains.append(sign * (chall - champ))
-    gain = np.concatenate(gains)
-    if np.isnan(gain).all():
-        raise ModelError(f"{goal.metric} is undefined on every resample of these {n} rows (one class only?); "
-                         "wait for labeled rows of every class")
-    tail = (1 - confidence) / 2 * 100
-    low, high = (float(v) for v in np.nanpercentile(gain, [tail, 100 - tail]))
+    low, high = _gain_interval(gains, confidence, goal.metric, f"these {n} rows")
     return PairedBootstrap(metric=goal.metric, champion=float(point[0]), challenger=float(point[1]),
                            gain=float(sign * (point[1] - point[0])), ci_low=low, ci_high=high,
                            confidence=confidence, resamples=resamples, rows=n)
@@ -175,15 +170,21 @@ def unpaired_bootstrap(champion: TrainedModel, challenger: TrainedModel, champio
         champ, chall = (_metric(goal.metric, model, y, s, rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(float))
                         for model, (y, s), n in zip(models, scored, sizes, strict=True))
         gains.append(sign * (chall - champ))
-    gain = np.concatenate(gains)
-    if np.isnan(gain).all():
-        raise ModelError(f"{goal.metric} is undefined on every resample of these rows (one class only?); "
-                         "wait for labeled rows of every class")
-    tail = (1 - confidence) / 2 * 100
-    low, high = (float(v) for v in np.nanpercentile(gain, [tail, 100 - tail]))
+    low, high = _gain_interval(gains, confidence, goal.metric, "these rows")
     return PairedBootstrap(metric=goal.metric, champion=float(point[0]), challenger=float(point[1]),
                            gain=float(sign * (point[1] - point[0])), ci_low=low, ci_high=high, confidence=confidence,
                            resamples=resamples, rows=sizes[1], paired=False, champion_rows=sizes[0])
+
+
+def _gain_interval(gains: list[np.ndarray], confidence: float, metric: str, rows: str) -> tuple[float, float]:
+    """The central ``confidence`` interval of the resampled gains (NaN resamples left out)."""
+    gain = np.concatenate(gains)
+    if np.isnan(gain).all():
+        raise ModelError(f"{metric} is undefined on every resample of {rows} (one class only?); "
+                         "wait for labeled rows of every class")
+    tail = (1 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.nanpercentile(gain, [tail, 100 - tail]))
+    return low, high
 
 
 def _check_bootstrap(champion: TrainedModel, challenger: TrainedModel, confidence: float, resamples: int) -> None:

@@ -133,6 +133,8 @@ def read_table(body: bytes, kind: Literal["arrow", "parquet"], max_rows: int) ->
     if duplicated:
         raise problems_error(422, [problem(
             f"the {name} has duplicate columns: {', '.join(duplicated)}; send each column once", column=duplicated[0])])
+    if table.num_rows == 0:
+        raise problems_error(422, [problem(f"the {name} holds no rows; send at least one record")])
     return table.to_pylist()
 
 
