@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from automl_common import RESULT_PREFIX, default_bench_dir  # noqa: E402
+from automl_common import RESULT_PREFIX, default_bench_dir, peer_python  # noqa: E402
 
 FLAML_VENV = HERE / ".venv-flaml"
 FLAML_REQUIREMENTS = ["flaml[automl]", "pyarrow"]  # pyarrow: the runner reads the Parquet files
@@ -48,16 +48,8 @@ LOWER_IS_BETTER = {"rmse"}
 # -- FLAML's venv --------------------------------------------------------------------------------
 def flaml_python() -> Path:
     """The FLAML venv's interpreter, creating the venv and installing FLAML when missing."""
-    python = FLAML_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {FLAML_VENV.relative_to(HERE.parent)} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(FLAML_VENV)], check=True)
-    check = "import flaml.automl, lightgbm, xgboost, pyarrow, sklearn; print(flaml.__version__)"
-    if subprocess.run([str(python), "-c", check], capture_output=True).returncode != 0:
-        print(f"installing {' '.join(FLAML_REQUIREMENTS)} into {FLAML_VENV.name} (a few minutes) ...",
-              file=sys.stderr, flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *FLAML_REQUIREMENTS], check=True)
-    return python
+    return peer_python(FLAML_VENV, FLAML_REQUIREMENTS,
+                       "import flaml.automl, lightgbm, xgboost, pyarrow, sklearn; print(flaml.__version__)")
 
 
 def flaml_version(python: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,3 +42,17 @@ def load_split(bench_dir: Path, suite: str, name: str):
 def emit(result: dict) -> None:
     """Print the one result line the parent reads."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def peer_python(venv: Path, requirements: list[str], check: str) -> Path:
+    """The interpreter of a peer tool's own venv, created and filled with ``requirements`` when ``check``
+    (Python source) does not run there. Peers live in their own venvs so loopml's environment stays as it is.
+    """
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv.relative_to(venv.parent.parent)} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if subprocess.run([str(python), "-c", check], capture_output=True).returncode != 0:
+        print(f"installing {' '.join(requirements)} into {venv.name} (a few minutes) ...", file=sys.stderr, flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    return python

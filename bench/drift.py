@@ -34,9 +34,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 EVIDENTLY_VENV = HERE / ".venv-evidently"
 # Evidently 0.7 imports pandas internals that pandas 3 removed; pyarrow reads the Parquet files.
 EVIDENTLY_REQUIREMENTS = ["evidently>=0.7", "pandas<3", "pyarrow"]
+
+from automl_common import peer_python  # noqa: E402
+
 RESULT_PREFIX = "DRIFT_RESULT "
 SEED = 0
 NUMERIC = [f"num_{i:02d}" for i in range(15)]
@@ -155,16 +159,8 @@ def _runner_main(tool: str, reference: str, current: str) -> None:
 
 def evidently_python() -> Path:
     """The Evidently venv's interpreter, creating the venv and installing Evidently when missing."""
-    python = EVIDENTLY_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {EVIDENTLY_VENV.relative_to(HERE.parent)} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
-    check = "import evidently, pyarrow; from evidently.presets import DataDriftPreset"
-    if subprocess.run([str(python), "-c", check], capture_output=True).returncode != 0:
-        print(f"installing {' '.join(EVIDENTLY_REQUIREMENTS)} into {EVIDENTLY_VENV.name} (a few minutes) ...",
-              file=sys.stderr, flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *EVIDENTLY_REQUIREMENTS], check=True)
-    return python
+    return peer_python(EVIDENTLY_VENV, EVIDENTLY_REQUIREMENTS,
+                       "import evidently, pyarrow; from evidently.presets import DataDriftPreset")
 
 
 def run_one(python: Path | str, tool: str, reference: Path, current: Path) -> dict:
