@@ -29,13 +29,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from automl_common import RESULT_PREFIX, default_bench_dir, peer_python  # noqa: E402
+from automl_common import RESULT_PREFIX, default_bench_dir, peer_python, run_tool  # noqa: E402
 
 FLAML_VENV = HERE / ".venv-flaml"
 FLAML_REQUIREMENTS = ["flaml[automl]", "pyarrow"]  # pyarrow: the runner reads the Parquet files
@@ -62,20 +61,8 @@ def flaml_version(python: Path) -> str:
 def run_one(python: Path | str, runner: str, bench_dir: Path, suite: str, name: str, budget: float) -> dict:
     """Run one runner on one dataset in its own process; its result, or ``{"error": ...}``."""
     cmd = [str(python), str(HERE / runner), str(bench_dir), suite, name, str(budget)]
-    started = time.perf_counter()
-    try:
-        # Generous: FLAML overruns its budget by its final refit; loopml by its refit and learning curve.
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 4 + 300)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {time.perf_counter() - started:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX):])
-            result["process_s"] = round(time.perf_counter() - started, 2)
-            return result
-    tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit {proc.returncode}: {tail[:200]}"}
-
+    # Generous: FLAML overruns its budget by its final refit; loopml by its refit and learning curve.
+    return run_tool(cmd, prefix=RESULT_PREFIX, timeout_s=budget * 4 + 300)
 
 def diff(metric: str, loopml: dict, flaml: dict) -> float | None:
     """loopml's advantage: positive when loopml is better (for RMSE: FLAML's minus loopml's)."""

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RESULT_PREFIX = "AUTOML_RESULT "
@@ -56,3 +57,19 @@ def peer_python(venv: Path, requirements: list[str], check: str) -> Path:
         print(f"installing {' '.join(requirements)} into {venv.name} (a few minutes) ...", file=sys.stderr, flush=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
     return python
+
+
+def run_tool(cmd: list[str], *, prefix: str, timeout_s: float) -> dict:
+    """Run one tool's process; the JSON it printed after ``prefix`` (plus ``process_s``), or ``{"error": ...}``."""
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {time.perf_counter() - started:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(prefix):
+            result = json.loads(line[len(prefix):])
+            result["process_s"] = round(time.perf_counter() - started, 2)
+            return result
+    tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {proc.returncode}: {tail[:300]}"}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ EVIDENTLY_VENV = HERE / ".venv-evidently"
 # Evidently 0.7 imports pandas internals that pandas 3 removed; pyarrow reads the Parquet files.
 EVIDENTLY_REQUIREMENTS = ["evidently>=0.7", "pandas<3", "pyarrow"]
 
-from automl_common import peer_python  # noqa: E402
+from automl_common import peer_python, run_tool  # noqa: E402
 
 RESULT_PREFIX = "DRIFT_RESULT "
 SEED = 0
@@ -166,19 +165,7 @@ def evidently_python() -> Path:
 def run_one(python: Path | str, tool: str, reference: Path, current: Path) -> dict:
     """One tool on one pair of tables in its own process; its result, or ``{"error": ...}``."""
     cmd = [str(python), str(Path(__file__).resolve()), "--runner", tool, str(reference), str(current)]
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out after an hour"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX):])
-            result["process_s"] = round(time.perf_counter() - started, 2)
-            return result
-    tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit {proc.returncode}: {tail[:300]}"}
-
+    return run_tool(cmd, prefix=RESULT_PREFIX, timeout_s=3600)
 
 # -- the table -----------------------------------------------------------------------------------
 def _flags(result: dict) -> str:
