@@ -5,8 +5,9 @@ def test_public_api_is_pinned_and_sorted():
     assert loopml.__all__ == sorted(loopml.__all__)
     assert loopml.__all__ == [
         "ArtifactError", "ConflictError", "DataError", "Decision", "LoopmlError", "MaintainResult", "ModelError",
-        "NotFoundError", "ProjectSpec",
-        "RunResult", "SpecError", "Store", "StoreError", "load_spec", "maintain_project", "run_project",
+        "NotFoundError", "ProjectSpec", "Report",
+        "RunResult", "SpecError", "Store", "StoreError", "load_spec", "maintain_project", "project_report",
+        "run_project",
     ]
 
 

@@ -1,5 +1,8 @@
 """Datasets with a known cause of failure: the diagnosis names it and the loop takes the matching way back."""
 
+import pathlib
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +60,25 @@ def test_signal_held_in_a_left_out_source_is_joined_when_the_goal_needs_it(tmp_p
     assert back.evidence["extra_sources"] == ["records"]
     assert result.outcome == "registered"
     assert result.model_version.lineage["sources_used"] == ["survey", "records"]
+
+
+
+def test_an_unreachable_goal_first_joins_the_left_out_source_then_stops_with_what_is_reachable(tmp_path):
+    example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "benefits-sources"
+    for name in ("survey.csv", "regional.csv"):
+        shutil.copy(example / name, tmp_path / name)
+    text = (example / "unreachable.yaml").read_text()
+    (tmp_path / "loopml.yaml").write_text(text.replace("model: {budget: 2m, trials: 24, seed: 0}",
+                                                       "model: {trials: 4, folds: 3}"))
+    result = run_project(load_spec(tmp_path), Store.open(tmp_path))
+    gates = [(d.stage, d.gate, d.action) for d in result.decisions]
+    assert gates.count(("data", "source_pays_off", "drop")) == 1  # measured once; joined when the goal needs it
+    back = next(d for d in result.decisions if d.stage == "data" and d.gate == "infeasible")
+    assert back.evidence["extra_sources"] == ["regional"]
+    assert "the goal is out of reach with the sources used; before revising it" in back.summary
+    assert gates[-1] == ("business", "feasibility", "revise_goal")
+    assert result.outcome == "goal_not_met"
+    assert result.reachable["trade_off"]["precision"] is not None
 
 
 def _flipped_scans(folder, share=0.15):

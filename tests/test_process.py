@@ -121,7 +121,8 @@ def test_latency_constraint_blocks_deployment(project_dir):
 
 
 def test_replay_rebuilds_the_identical_model_from_a_time_budgeted_run(project_dir):
-    write_spec(project_dir, model={"budget": "20s", "seed": 0, "folds": 3})
+    # A short budget: a timed search tunes until its clock or its patience runs out.
+    write_spec(project_dir, model={"budget": "5s", "seed": 0, "folds": 3})
     first, store = _run(project_dir)
     assert first.outcome == "registered"
     spec = load_spec(project_dir)

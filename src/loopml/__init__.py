@@ -7,6 +7,7 @@ fails, the loop goes back to the stage that can fix it.
 >>> import loopml
 >>> spec = loopml.load_spec("examples/benefits/loopml.yaml")   # doctest: +SKIP
 >>> result = loopml.run_project(spec, loopml.Store.open(spec.root))  # doctest: +SKIP
+>>> loopml.project_report(loopml.Store.open(spec.root), spec.project)  # doctest: +SKIP
 """
 
 from loopml.decisions import Decision
@@ -21,6 +22,7 @@ from loopml.errors import (
     StoreError,
 )
 from loopml.process import MaintainResult, RunResult, maintain_project, run_project
+from loopml.report import Report, project_report
 from loopml.spec import ProjectSpec, load_spec
 from loopml.store import Store
 
@@ -36,11 +38,13 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "ProjectSpec",
+    "Report",
     "RunResult",
     "SpecError",
     "Store",
     "StoreError",
     "load_spec",
     "maintain_project",
+    "project_report",
     "run_project",
 ]

@@ -121,6 +121,9 @@ def run(
     as_json: JsonOption = False,
     replay: Annotated[int | None, typer.Option(help="Rebuild run RUN's model from its recorded trials.",
                                                metavar="RUN")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Run search trials on this Dask scheduler "
+                                                     "(tcp://host:8786 or a scheduler file); overrides compute.dask.",
+                                                metavar="ADDRESS")] = None,
 ) -> None:
     """Run the loop: business goal → data → model → register → champion, going back when a gate fails."""
     from loopml.process import run_project
@@ -129,11 +132,12 @@ def run(
         project_spec, store = _load(spec)
         try:
             if as_json:
-                result = run_project(project_spec, store, replay_run=replay)
+                result = run_project(project_spec, store, replay_run=replay, cluster=cluster)
                 _emit_json(result.to_dict())
             else:
                 with _progress() as progress:
-                    result = run_project(project_spec, store, progress=progress, replay_run=replay)
+                    result = run_project(project_spec, store, progress=progress, replay_run=replay,
+                                         cluster=cluster)
                 out.print(decisions_table(result.decisions, title=f"{project_spec.project}: run {result.run_id}"))
                 _print_leaderboard(*result.leaderboard())
                 colour = "green" if result.exit_code == 0 else "yellow"
@@ -152,10 +156,14 @@ def _print_leaderboard(metric: str, rows: list[dict[str, Any]]) -> None:
     for col in ("#", "family", "score", "seconds"):
         table.add_column(col, no_wrap=True)
     table.add_column("setting", overflow="ellipsis", no_wrap=True, max_width=32)
+    on_cluster = any(row.get("worker") for row in rows)  # trials ran on Dask workers: say which
+    if on_cluster:
+        table.add_column("worker", no_wrap=True)
     for row in rows:
         score = row.get("score")
-        table.add_row(str(row["rank"]), row["family"], "-" if score is None else f"{score:.4f}",
-                      f"{row.get('seconds') or 0:.1f}", str(row.get("params", ""))[:60])
+        cells = [str(row["rank"]), row["family"], "-" if score is None else f"{score:.4f}",
+                 f"{row.get('seconds') or 0:.1f}", str(row.get("params", ""))[:60]]
+        table.add_row(*cells, *([row.get("worker") or "-"] if on_cluster else []))
     out.print(table)
 
 
@@ -264,6 +272,33 @@ def serve(
         try:
             serve_app(store, project_spec.project, host=h, port=p, workers=workers,
                       reload_interval_s=reload_interval, rollout=rollout)
+        finally:
+            store.close()
+
+
+@app.command()
+def ui(
+    spec: SpecOption = Path("loopml.yaml"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8081,
+) -> None:
+    """The dashboard in the browser: the loop, decisions, model versions (promote, roll back), monitoring.
+
+    Pages only read the store; promote and rollback need LOOPML_ADMIN_TOKEN, typed in the form with a reason.
+    """
+    import uvicorn
+
+    from loopml.report.dashboard import dashboard_app
+
+    with _errors():
+        project_spec, store = _load(spec, check_data=False)
+        try:
+            app_ = dashboard_app(store, project_spec.project, spec=project_spec)
+            changes = "promote and rollback need the admin token" if app_.state.admin_token else \
+                "promote and rollback are off (set LOOPML_ADMIN_TOKEN to enable them)"
+            err.print(f"dashboard of {project_spec.project} on http://{host}:{port} ({changes}); Ctrl-C stops",
+                      highlight=False, soft_wrap=True)
+            uvicorn.run(app_, host=host, port=port, log_level="warning")
         finally:
             store.close()
 
@@ -449,6 +484,34 @@ def _write_monitor_report(store, project_spec, path: Path, *, quiet: bool) -> No
     (err if quiet else out).print(f"report written to {escape(str(written))}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def report(
+    spec: SpecOption = Path("loopml.yaml"),
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (self-contained, readable "
+                                                               "offline).")] = Path("report.html"),
+    run: Annotated[int | None, typer.Option(help="The run to report (default: the latest `loopml run`).",
+                                            metavar="RUN")] = None,
+) -> None:
+    """Write a run's stage report: the goal and verdict, every decision, the data, the model and its model card."""
+    from loopml.report import project_report
+
+    with _errors():
+        if out_path.is_dir():
+            raise SpecError(f"--out {out_path}: is a folder; give the HTML file to write, such as "
+                            f"{out_path / 'report.html'}")
+        project_spec, store = _load(spec, check_data=False)
+        try:
+            html = project_report(store, project_spec.project, spec=project_spec, run=run)
+        finally:
+            store.close()
+        try:
+            written = html.write(out_path)
+        except OSError as exc:
+            raise SpecError(f"--out {out_path}: cannot write it ({exc.strerror or exc}); give a writable file "
+                            "path") from None
+        out.print(f"report written to {escape(str(written))}", highlight=False, soft_wrap=True)
+
+
 def _print_monitor(result, project: str) -> None:
     table = Table(title=f"{project}: monitoring", title_justify="left")
     for name in ("window", "seqs", "rows", "drifted (ranked)", "quality", "estimated", "labeled", "p99 ms", "alerts"):
@@ -459,11 +522,13 @@ def _print_monitor(result, project: str) -> None:
     for w in [*result.windows, *result.relabeled]:
         m = w.metrics
         drifted = ((m.get("drift") or {}).get("drifted")) or []
-        breaches = ((m.get("quality") or {}).get("breaches")) or []
+        rejected = m.get("rejected") or {}
+        breaches = [*(((m.get("quality") or {}).get("breaches")) or []), *([1] if rejected.get("breach") else [])]
+        refused = f", {rejected['requests']} refused" if rejected.get("requests") else ""
         estimated = ((m.get("performance") or {}).get("estimated")) or {}
         table.add_row(str(w.id) + (" (labels)" if w in result.relabeled else ""), f"{w.first_seq}–{w.last_seq}",
                       str(w.rows), ", ".join(drifted[:3]) + (" …" if len(drifted) > 3 else "") or "-",
-                      f"{len(breaches)} over limit" if breaches else "ok" if m.get("quality") else "-",
+                      (f"{len(breaches)} over limit" if breaches else "ok" if m.get("quality") else "-") + refused,
                       _estimate_text(estimated), _estimate_text(w.labeled or {}),
                       _number((m.get("latency") or {}).get("p99_ms")), ", ".join(kinds.get(w.id, [])) or "-")
     if result.windows or result.relabeled:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "ComputeError",
     "ConflictError",
     "DataError",
     "LoopmlError",
@@ -37,6 +38,12 @@ class SpecError(LoopmlError, ValueError):
 
 class DataError(LoopmlError, ValueError):
     """A data source cannot be read, or its content cannot serve the goal."""
+
+    exit_code = 2
+
+
+class ComputeError(LoopmlError):
+    """The Dask cluster named by ``compute.dask`` (or ``--cluster``) cannot be reached or used: bad input."""
 
     exit_code = 2
 

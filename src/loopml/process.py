@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata as _pkg
 from typing import Any, Literal
 
+from loopml.compute import Compute
 from loopml.data import (
     assess,
     check_data,
@@ -36,11 +37,11 @@ from loopml.data import (
 )
 from loopml.data.sources import open_source
 from loopml.decisions import Decision
-from loopml.errors import NotFoundError
+from loopml.errors import NotFoundError, SpecError
 from loopml.maintenance import MaintainResult, maintain_project  # re-exported: maintenance lives in its package
 from loopml.model import SearchPlan, TrainedModel, diagnose, evaluate, predict_latency_ms, search, split_holdout
 from loopml.model.features import feature_hook_sha256
-from loopml.spec import CleanSpec, ProjectSpec, spec_hash
+from loopml.spec import CleanSpec, ComputeSpec, ProjectSpec, spec_hash
 from loopml.store import ModelVersion, SnapshotRecord, Store
 
 __all__ = ["MaintainResult", "RunResult", "maintain_project", "run_project"]
@@ -108,16 +109,38 @@ class _Plan:
 
 
 def run_project(spec: ProjectSpec, store: Store, *, progress: Progress | None = None,
-                replay_run: int | None = None) -> RunResult:
+                replay_run: int | None = None, cluster: str | None = None) -> RunResult:
     """Run the loop for ``spec`` until the goal is met or nothing left can help.
 
     ``replay_run`` rebuilds the model of an earlier run from its recorded trial sequence, without
     timing: the same data and spec give the identical model even when that run had a time budget.
+    ``cluster`` (a Dask scheduler address or scheduler file) overrides the spec's ``compute.dask``:
+    the search trials then run on that cluster's workers.
     """
+    if cluster is not None:
+        spec = _with_cluster(spec, cluster)
     loop = _Loop(spec, store, progress or (lambda stage, message: None))
     if replay_run is not None:
         loop.replay = _recorded_trials(store, spec.project, replay_run)
     return loop.run()
+
+
+def _with_cluster(spec: ProjectSpec, cluster: str) -> ProjectSpec:
+    from pydantic import ValidationError
+
+    try:
+        compute = ComputeSpec.model_validate({**spec.compute.model_dump(), "dask": cluster})
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise SpecError(f"--cluster: {reason}", [f"--cluster: {reason}"]) from None
+    return spec.model_copy(update={"compute": compute})
+
+
+def _batch(spec: ProjectSpec) -> int:
+    """Optuna trials asked at once: compute.batch, else 4 on a cluster and 1 in-process."""
+    from loopml.compute.dask import DEFAULT_BATCH
+
+    return spec.compute.batch or (DEFAULT_BATCH if spec.compute.dask else 1)
 
 
 def _recorded_trials(store: Store, project: str, run_id: int) -> list[dict[str, Any]]:
@@ -188,6 +211,7 @@ class _Loop:
         self.spec_sha = spec_hash(spec)
         self.deadline = time.monotonic() + spec.model.budget
         self.replay: list[dict[str, Any]] | None = None
+        self._compute: Compute | None = None  # connected on the first search, closed when the run ends
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -201,6 +225,9 @@ class _Loop:
         except BaseException as exc:
             self.store.finish_run(self.run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            if self._compute is not None:
+                self._compute.close()
         self.store.finish_run(self.run_id, result.outcome, result.explanation)
         return result
 
@@ -232,7 +259,8 @@ class _Loop:
                         f"{diagnosis['explanation']}")
                 plan = replace(plan, search=plan.search.widen())
                 continue
-            if diagnosis["next_stage"] == "data":
+            # Out of reach with the columns used: a source left out for its cost is the last thing to try.
+            if diagnosis["next_stage"] == "data" or (diagnosis["cause"] == "infeasible" and self._unused(plan)):
                 better = self._data_fix(plan, diagnosis)
                 if better is not None:
                     plan = better
@@ -248,7 +276,8 @@ class _Loop:
         b = self.spec.business
         self._decide("business", "goal_fits_task", "pass", "proceed", "data",
                      f"{b.task} task on target '{b.target}'; goal {b.goal.describe()} on the locked holdout",
-                     {"task": b.task, "target": b.target, "metric": b.goal.metric, "threshold": b.goal.threshold,
+                     {"problem": b.problem, "task": b.task, "target": b.target, "positive": b.positive,
+                      "metric": b.goal.metric, "threshold": b.goal.threshold, "gate_on": b.goal.gate_on,
                       "with": dict(b.goal.with_), "costs": b.costs.model_dump() if b.costs else None})
 
     def _stop_infeasible(self, why: str) -> RunResult:
@@ -293,7 +322,7 @@ class _Loop:
                          f"({snapshot.rows:,} rows from {', '.join(used)})",
                          {"snapshot_id": snapshot.id, "input_key": key, "sources_used": used})
         else:
-            names = self._select_sources(plan.clean)
+            names = self._select_sources(plan.clean, joined=plan.extra_sources)
             names += [n for n in plan.extra_sources if n not in names]
             snapshot = self._build_snapshot(plan.clean, key, names)
         self._sources_used = snapshot.report.get("sources_used", [s.name for s in spec.data.sources])
@@ -306,14 +335,15 @@ class _Loop:
                      {**gate["evidence"], "iteration": iteration, "snapshot_id": snapshot.id})
         return snapshot, gate["passed"]
 
-    def _select_sources(self, plan: CleanSpec) -> list[str]:
+    def _select_sources(self, plan: CleanSpec, *, joined: tuple[str, ...] = ()) -> list[str]:
         """The further sources worth joining: ranked by measured gain per cost, each kept only if it pays.
 
         Gains are cross-validated on a threshold-free metric of the task (steadier than a metric at an
-        operating point), on at most 20,000 rows, with a quick LightGBM.
+        operating point), on at most 20,000 rows, with a quick LightGBM. Sources in ``joined`` (the loop
+        went back to join them) are not measured again.
         """
         spec = self.spec
-        candidates = spec.data.sources[1:]
+        candidates = [s for s in spec.data.sources[1:] if s.name not in joined]
         if not candidates:
             return []
         rules = spec.data.acquisition
@@ -398,11 +428,10 @@ class _Loop:
         elif cause == "imbalance" and clean_plan.imbalance not in ("oversample", "undersample"):
             change = ("oversample the smallest class in the training rows (data.clean.imbalance: oversample)",
                       replace(plan, clean=clean_plan.model_copy(update={"imbalance": "oversample"})))
-        elif cause in ("missing_signal", "more_data"):
+        elif cause in ("missing_signal", "more_data", "infeasible"):
             # A left-out source brings columns, not rows; for a rising learning curve it is still the
             # one thing the Data stage can add when every row is already read.
-            unused = [s.name for s in self.spec.data.sources[1:]
-                      if s.name not in self._sources_used and s.name not in plan.extra_sources]
+            unused = self._unused(plan)
             if unused:
                 change = (f"join source '{unused[0]}', which was left out when it did not pay for itself alone",
                           replace(plan, extra_sources=(*plan.extra_sources, unused[0])))
@@ -416,10 +445,16 @@ class _Loop:
             self._decide("data", cause, "fail", "stop", "business", f"nothing left in the Data stage can help: {what}",
                          {"cause": cause})
             return None
-        self._decide("data", cause, "fail", "change_plan", "data", f"going back to Data to {change[0]}",
+        before = "the goal is out of reach with the sources used; before revising it, " if cause == "infeasible" else ""
+        self._decide("data", cause, "fail", "change_plan", "data", f"{before}going back to Data to {change[0]}",
                      {"cause": cause, "clean": change[1].clean.model_dump(),
                       "extra_sources": list(change[1].extra_sources)})
         return change[1]
+
+    def _unused(self, plan: _Plan) -> list[str]:
+        """The spec's further sources that this run has not joined."""
+        return [s.name for s in self.spec.data.sources[1:]
+                if s.name not in self._sources_used and s.name not in plan.extra_sources]
 
     def _cleaning_that_keeps_rows(self, plan: CleanSpec, snapshot: SnapshotRecord) -> CleanSpec | None:
         """A cleaning plan that loses fewer rows, if the current one lost any."""
@@ -446,6 +481,8 @@ class _Loop:
         key = _digest({"data": snapshot.data_hash, "business": b.model_dump(mode="json", by_alias=True),
                        "loopml": _packages()["loopml"], "clean": plan.clean.model_dump(),
                        "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe(),
+                       # Optuna batches change the trial sequence; where trials run does not.
+                       **({"optuna_batch": _batch(spec)} if _batch(spec) > 1 else {}),
                        # Editing the hook's file changes the features, so the model trains again.
                        **({"feature_hook": hook} if hook else {})})
         registered = self.store.find_model(self.project, key) if self.replay is None else None
@@ -467,9 +504,9 @@ class _Loop:
         self.progress("model", f"searching ({plan.search.describe()})")
         started = time.monotonic()
         result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
-                        plan=plan.search, budget_s=max(self.deadline - time.monotonic(), 1.0),
+                        plan=plan.search, budget_s=self._search_budget(iteration),
                         progress=self._trial_progress, replay=self.replay, clean=plan.clean,
-                        feature_hook=spec.model.features, hook_root=spec.root)
+                        feature_hook=spec.model.features, hook_root=spec.root, compute=self._compute_here())
         self.progress("model", "evaluating on the locked holdout")
         evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed, costs=b.costs)
         evidence = {
@@ -480,6 +517,9 @@ class _Loop:
             "leaderboard": result.leaderboard()[:10], "selection_metric": result.selection_metric,
             "trials": result.trials, "notes": result.notes, "label_issues": result.label_issues,
             "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
+            # The stage report draws these: the curve, and the split that rebuilds the locked holdout.
+            "learning_curve": result.learning_curve,
+            "holdout_split": {"fraction": spec.data.holdout, "seed": spec.model.seed},
         }
         ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"
         constraints = "".join(f", {k} {v['value'] if v['value'] is None else round(v['value'], 3)} "
@@ -511,6 +551,17 @@ class _Loop:
                      f"goal {b.goal.describe()} missed: {measured}; {diagnosis.explanation}",
                      {**evidence, "diagnosis": diag})
         return {"met": False, "diagnosis": diag}
+
+    def _compute_here(self) -> Compute:
+        if self._compute is None:
+            from loopml.compute import InProcess, connect
+
+            c = self.spec.compute
+            self._compute = InProcess(batch=_batch(self.spec)) if c.dask is None else \
+                connect(c.dask, batch=_batch(self.spec), root=self.spec.root)
+            if c.dask is not None:
+                self.progress("model", f"search trials on {self._compute.describe()}")
+        return self._compute
 
     def _trial_progress(self, trials_done: int, best: float | None, seconds_left: float | None) -> None:
         left = f", {seconds_left:.0f}s left" if seconds_left is not None else ""
@@ -557,12 +608,21 @@ class _Loop:
                                     + (f" within {limit:g} ms" if limit else ""),
                             evidence={**evidence, "previous_champion": previous}, run_id=self.run_id)
         self.store.set_alias(self.project, "champion", mv.version, actor="loopml run",
-                             reason=f"run {self.run_id}: goal met", decision=decision)
+                             reason=f"run {self.run_id}: goal met", decision=decision, expect=champion)
         self.decisions.append(self.store.decisions(self.project, limit=1)[0])
         return self._end("registered", f"model version {mv.version} meets the goal and is the champion",
                          self.store.model_version(self.project, mv.version))
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _search_budget(self, iteration: int) -> float:
+        """Seconds for this iteration's search: half the model budget left, all of it in the last iteration.
+
+        A time-budgeted search tunes until its clock runs out, so the first search would otherwise leave
+        nothing for the way back (a wider search, a joined source) when the goal is missed.
+        """
+        left = max(self.deadline - time.monotonic(), 1.0)
+        return left if iteration >= self.spec.model.max_iterations else max(left / 2, 1.0)
 
     def _decide(self, stage: str, gate: str, verdict: str, action: str, next_stage: str | None, summary: str,
                 evidence: dict[str, Any]) -> Decision:

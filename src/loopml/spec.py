@@ -38,6 +38,7 @@ __all__ = [
     "AcquisitionSpec",
     "BusinessSpec",
     "CleanSpec",
+    "ComputeSpec",
     "CostsSpec",
     "DataSpec",
     "DuckDBSourceSpec",
@@ -381,6 +382,36 @@ class DataSpec(_Strict):
         return sources
 
 
+class ComputeSpec(_Strict):
+    """Where work runs: ``dask`` is a scheduler (``tcp://host:8786``) or a scheduler file; none: in-process.
+
+    ``batch``: Optuna trials asked at once (default 4 on Dask, 1 in-process); the batch, not where the
+    trials run, decides the model. ``memory_limit``: a file source larger than this (``"2GB"``) is
+    assessed with dask.dataframe in partitions instead of being read into pandas.
+    """
+
+    dask: str | None = None
+    batch: int | None = Field(default=None, ge=1, le=64)
+    memory_limit: int | None = None
+
+    @field_validator("dask")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        from loopml.compute.dask import looks_like_address
+
+        if value is not None and not looks_like_address(value.strip()):
+            raise ValueError(f"expected a scheduler address like tcp://host:8786 or a scheduler file (.json), "
+                             f"found {value!r}")
+        return None if value is None else value.strip()
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> int | None:
+        from loopml.compute import parse_memory
+
+        return None if value is None else parse_memory(value)
+
+
 class ModelSpec(_Strict):
     budget: float = 300.0
     # Work units instead of seconds: the same seed and data then give the identical model on any machine.
@@ -424,12 +455,19 @@ class QualitySpec(_Strict):
     """Data-quality limits per column and window, as shares of the window's rows.
 
     ``missing_increase``: the missing share may exceed the reference's by this much; ``out_of_range``:
-    numbers outside the training range; ``unknown_category``: categories training never saw.
+    numbers outside the training range; ``unknown_category``: categories training never saw;
+    ``rejected``: rows serving refused (422: they broke the data contract, or the body could not be read)
+    as a share of all rows sent in the window, refused and answered (a body that could not be read
+    counts as one row).
+
+    >>> QualitySpec.model_validate({"rejected": 0.01}).rejected
+    0.01
     """
 
     missing_increase: float = Field(default=0.1, ge=0, le=1)
     out_of_range: float = Field(default=0.05, ge=0, le=1)
     unknown_category: float = Field(default=0.05, ge=0, le=1)
+    rejected: float = Field(default=0.05, ge=0, le=1)
 
 
 class MonitorSpec(_Strict):
@@ -699,6 +737,7 @@ class ProjectSpec(_Strict):
     model: ModelSpec = ModelSpec()
     operations: OperationsSpec = OperationsSpec()
     maintenance: MaintenanceSpec = MaintenanceSpec()
+    compute: ComputeSpec = ComputeSpec()
     root: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -125,3 +125,32 @@ def test_empty_request(contract):
 def test_violation_is_a_data_error(contract):
     with pytest.raises(DataError, match=r"^1 problem in the records; fix them and send again:\n  - row 0"):
         contract.validate_records([_good(age="x")])
+
+
+@pytest.mark.parametrize(("record", "column", "kind"), [
+    ({**_good(), "age": "old"}, "age", "type"),
+    ({**_good(), "age": 35.5}, "age", "type"),
+    ({**_good(), "age": True}, "age", "type"),
+    ({**_good(), "age": None}, "age", "null"),
+    ({**_good(), "age": float("nan")}, "age", "null"),
+    ({**_good(), "age": float("inf")}, "age", "not_finite"),
+    ({**_good(), "age": 10**400}, "age", "not_finite"),
+    ({**_good(), "state": "99"}, "state", "unknown_category"),
+    ({**_good(), "state": 99.0}, "state", "unknown_category"),
+    ({**_good(), "state": ["12"]}, "state", "type"),
+    ({**_good(), "member": "yes"}, "member", "type"),
+    ({k: v for k, v in _good().items() if k != "rate"}, "rate", "missing_column"),
+    ({**_good(), "agee": 3}, "agee", "unknown_column"),
+    ({**_good(), "ui": "yes"}, "ui", "unknown_column"),
+])
+def test_every_problem_names_its_kind_for_counting(contract, record, column, kind):
+    with pytest.raises(ContractViolation) as info:
+        contract.validate_records([record])
+    assert [(e.column, e.kind) for e in info.value.errors] == [(column, kind)]
+
+
+def test_problems_of_the_whole_request_or_a_record_name_their_kind(contract):
+    for records, kind in (("rows", "request"), ([], "request"), ([_good(), 7], "not_a_record")):
+        with pytest.raises(ContractViolation) as info:
+            contract.validate_records(records)
+        assert [e.kind for e in info.value.errors] == [kind]

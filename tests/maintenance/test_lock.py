@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from loopml.maintenance import MaintenanceBusy, maintain_project
 from loopml.maintenance.lock import LOCK_NAME, maintenance_lock
+from loopml.operations.registry import promote
 from loopml.store import Store
 from loopml.store import schema as t
 
@@ -156,3 +157,18 @@ def test_a_pass_killed_before_promotion_leaves_a_consistent_store(shop):
     assert f"(run {killed_run}): its process {doomed.pid} on this host" in takeover.summary
     assert next(r for r in shop.store.runs("shop") if r["id"] == killed_run)["status"] == "failed"
     assert shop.store.alias("shop", "champion").version == 1
+
+
+def test_a_human_promotion_during_the_pass_wins_and_the_pass_changes_nothing(shop):
+    shop.spec()
+    shop.log(shop.months(13, 16))
+    racing = loopml_process("maintain", "--json", cwd=shop.root, env={"LOOPML_TEST_PAUSE_AT": "promote:8"})
+    _wait_for_pause(racing, "promote")
+    promote(shop.store, "shop", 2, reason="checked it by hand", actor="ana")
+    _, err = racing.communicate(timeout=120)
+    assert racing.returncode != 0
+    assert "the champion of project 'shop' moved to v2 while this change was made (it expected v1)" in err
+    assert shop.store.alias("shop", "champion").version == 2
+    assert not [d for d in shop.store.decisions("shop") if d.action == "promote" and d.stage == "maintenance"]
+    assert shop.store.lock_holder("shop", LOCK_NAME) is None  # the failed pass let go of the lock
+    assert shop.store.runs("shop")[0]["status"] == "failed"

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,6 +111,15 @@ def test_regression_runs_end_to_end(diabetes):
     assert ev.met and ev.ci_low <= ev.value <= ev.ci_high and ev.metrics["r2"] > 0.2
 
 
+def test_the_refit_on_all_rows_boosts_longer_than_the_folds_did(diabetes):
+    # 4 folds fit on 3/4 of the rows each: the refit on all of them boosts sqrt(4/3) as many rounds.
+    goal = GoalSpec(metric="rmse", at_most=70)
+    result = search(diabetes, target="target", task="regression", goal=goal,
+                    plan=SearchPlan(families=("lightgbm",), folds=4, trials=1, ensemble=False))
+    folds_rounds = result.candidates[0].params["n_estimators"]
+    assert result.model.params["n_estimators"] == round(folds_rounds / math.sqrt(3 / 4))
+
+
 def test_positive_defaults_to_the_minority_class(benefits_split):
     train, _ = benefits_split
     plan = SearchPlan(families=("linear",), folds=2)
@@ -153,7 +164,7 @@ def test_plan_widens_families_configurations_and_trials():
 
 
 def test_plan_describes_itself_in_one_line():
-    assert SearchPlan().describe() == ("linear, LightGBM, random forest, extra trees + up to 10 Optuna trials in the "
+    assert SearchPlan().describe() == ("linear, LightGBM, random forest, extra trees + up to 200 Optuna trials in the "
                                        "time budget, greedy ensemble, 5-fold cross-validation, seed 0")
     assert SearchPlan(families=("linear",), trials=1, ensemble=False, n_estimators=20).describe() == (
         "1 trial: linear, then Optuna, 5-fold cross-validation, at most 20 trees, seed 0")

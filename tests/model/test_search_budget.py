@@ -76,6 +76,23 @@ def test_a_time_budget_tunes_until_its_cap_and_reports_progress(data):
     assert all(t["seconds"] >= 0 for t in result.trials)
 
 
+def test_a_time_budget_tunes_each_family_in_turn_and_ends_when_none_improves(data, monkeypatch):
+    monkeypatch.setattr(search_module, "_PATIENCE_TRIALS", 3)  # a short patience keeps the test quick
+    plan = SearchPlan(families=("linear", "lightgbm"), folds=3, n_estimators=20, tune=100)
+    result = _search(data, plan=plan, budget_s=600)
+    tuned = [t["family"] for t in result.trials[2:]]
+    first = max(result.trials[:2], key=lambda t: t["score"])["family"]
+    assert tuned[0] == first and set(tuned) == {"linear", "lightgbm"}
+    assert tuned == sorted(tuned, key=lambda family: family != first)  # one family, then the other
+    assert len(result.trials) < 2 + 100 and result.skipped == 0 and result.notes == []
+
+
+def test_a_trial_budget_runs_every_trial_after_tuning_stops_improving(data, monkeypatch):
+    monkeypatch.setattr(search_module, "_PATIENCE_TRIALS", 2)
+    result = _search(data, plan=SearchPlan(families=("linear",), folds=3, trials=12))
+    assert len(result.trials) == 12 and result.skipped == 0
+
+
 def test_a_spent_time_budget_stops_starting_trials(data, monkeypatch):
     ticks = iter(np.arange(0.0, 1000.0, 4.0))  # every clock reading is 4 s after the last
     monkeypatch.setattr(search_module.time, "perf_counter", lambda: float(next(ticks)))

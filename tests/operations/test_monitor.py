@@ -389,13 +389,12 @@ def test_a_reference_without_a_column_says_so_for_that_column(benefits, make_pro
     assert window.metrics["drift"]["drifted"] == []
 
 
-def test_rejected_requests_are_not_counted_and_say_where_they_are(benefits, make_project):
+def test_a_window_without_refused_requests_counts_none(benefits, make_project):
     p = make_project(benefits, ACCURACY, {"window": 200})
     p.log(benefits.same.head(200))
-    quality = monitor_project(p.spec, p.store).windows[0].metrics["quality"]
-    assert quality["rejected_requests"] is None
-    assert quality["rejected_note"].startswith("not counted: serving answers a request that breaks the data "
-                                               "contract with 422 before logging it")
+    rejected = monitor_project(p.spec, p.store).windows[0].metrics["rejected"]
+    assert (rejected["requests"], rejected["rows"], rejected["share"], rejected["breach"]) == (0, 0, 0.0, None)
+    assert rejected["columns"] == []
 
 
 # -- time windows ----------------------------------------------------------------------------------

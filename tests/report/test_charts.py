@@ -8,7 +8,18 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from loopml.report.charts import Series, bar_chart, category_bars, histogram, line_chart
+from loopml.report.charts import (
+    Marker,
+    Series,
+    XYSeries,
+    bar_chart,
+    bar_list,
+    category_bars,
+    histogram,
+    line_chart,
+    missing_map,
+    xy_chart,
+)
 
 NS = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert("x")</script> & \'co\''
@@ -140,13 +151,72 @@ def test_empty_samples_still_make_a_chart_that_says_so():
         assert any("no " in (e.text or "") and "values" in (e.text or "") for e in root.iter(f"{NS}text"))
 
 
+# -- numeric x, missing-value map, ranked bars ---------------------------------------------------
+def test_an_xy_chart_draws_lines_points_reference_lines_and_the_marked_point_where_they_belong():
+    svg = xy_chart([XYSeries("pr", [0.0, 0.5, 1.0], [1.0, 0.8, 0.5]), XYSeries("rows", [0.2, 0.4], [0.6, 0.7],
+                                                                              mode="points")],
+                   title="PR", marker=Marker(0.5, 0.8, "threshold 0.4"), hlines=[(0.7, "precision ≥ 0.7")],
+                   vlines=[(0.5, "recall ≥ 0.5")], diagonal=True)
+    root = _parse(svg)
+    assert len(_marks(root, "line")) == 1 and len(_marks(root, "point")) == 2
+    [ring] = _marks(root, "marker")
+    [vline] = [e for e in root.iter(f"{NS}line") if e.get("class") == "goal" and e.get("x1") == e.get("x2")]
+    assert ring.get("cx") == vline.get("x1")  # the operating point sits on the recall line it meets
+    assert "threshold 0.4: (0.5, 0.8)" in _titles(root) and "precision ≥ 0.7: 0.7" in _titles(root)
+    assert "perfectly calibrated: y = x" in _titles(root)
+
+
+def test_a_log_x_axis_ticks_powers_of_ten():
+    root = _parse(xy_chart([XYSeries("curve", [500, 1000, 2000], [0.6, 0.65, 0.7])], title="c", log_x=True))
+    ticks = [e.text for e in root.iter(f"{NS}text") if e.text in ("100", "1000", "10000")]
+    assert ticks == ["100", "1000", "10000"]
+
+
+def test_an_xy_series_of_unequal_lengths_names_the_series_and_the_fix():
+    with pytest.raises(ValueError, match=r"^xy_chart: series 'pr' has 3 x values and 2 y values; give one y per x$"):
+        xy_chart([XYSeries("pr", [0.1, 0.2, 0.3], [0.5, 0.6])], title="PR")
+
+
+def test_a_missing_map_shades_each_block_by_its_missing_share_and_ends_at_the_last_row():
+    root = _parse(missing_map(["age", "income"], [[0.0, 0.5, 1.0], [0.0, 0.0, 0.0]], title="m", block_rows=40,
+                              rows=110))
+    cells = _marks(root, "cell")
+    assert len(cells) == 6
+    fills = [c.get("fill") for c in cells]
+    assert fills[0] == fills[3] == fills[5] and len({fills[0], fills[1], fills[2]}) == 3
+    assert "age · rows 81–110: 100.0% missing" in _titles(root) and "income · rows 1–40: 0.0% missing" in _titles(root)
+
+
+def test_a_missing_map_with_ragged_blocks_names_the_column_and_the_fix():
+    with pytest.raises(ValueError, match=r"^missing_map: column 'b' has 1 blocks, the first column 2; give every "
+                                         r"column the same blocks$"):
+        missing_map(["a", "b"], [[0.0, 0.1], [0.2]], title="m", block_rows=10)
+
+
+def test_bar_list_ranks_in_the_order_given_and_draws_a_negative_value_left_of_zero():
+    root = _parse(bar_list(["age", "state", "noise"], [0.5, 0.2, -0.05], title="importance"))
+    bars = _marks(root, "bar")
+    assert [b.find(f"{NS}title").text for b in bars] == ["age: 0.5", "state: 0.2", "noise: -0.05"]
+    assert float(bars[2].get("x")) < float(bars[0].get("x")) == float(bars[1].get("x"))
+    assert float(bars[0].get("width")) > float(bars[1].get("width")) > float(bars[2].get("width"))
+
+
+def test_bar_list_needs_one_value_per_label():
+    with pytest.raises(ValueError, match=r"^bar_list: 2 labels and 1 values; give one value per label$"):
+        bar_list(["a", "b"], [0.1], title="importance")
+
+
 # -- every chart ---------------------------------------------------------------------------------
 def _every_chart(name: str) -> list[str]:
     series = [Series(name, [0.1, None, 0.3], low=[0.0, None, 0.2], high=[0.2, None, 0.4])]
     return [line_chart([name, "2", "3"], series, title=name, y_label=name, goal=0.2, goal_label=name),
             bar_chart([name, "2", "3"], series, title=name, y_label=name, goal=0.2, goal_label=name),
             histogram([1.0, 2.0], [1.5], title=name, names=(name, name)),
-            category_bars([name, "a"], [name], title=name, names=(name, name))]
+            category_bars([name, "a"], [name], title=name, names=(name, name)),
+            xy_chart([XYSeries(name, [1.0, 2.0], [0.1, 0.3])], title=name, x_label=name, y_label=name,
+                     marker=Marker(1.0, 0.1, name), hlines=[(0.2, name)], vlines=[(1.5, name)]),
+            missing_map([name, "b"], [[0.0, 0.5], [0.1, 0.0]], title=name, block_rows=10),
+            bar_list([name, "b"], [0.3, 0.1], title=name, x_label=name)]
 
 
 def test_text_from_user_data_is_escaped_in_every_chart():

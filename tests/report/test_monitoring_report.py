@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -33,10 +32,11 @@ from loopml.report import Report, monitoring_report
 from loopml.spec import GoalSpec, ProjectSpec, load_spec
 from loopml.store import Store
 
+from .browser import CHARTS_JS, needs_chromium, offline_page
+
 BENCH = Path(__file__).resolve().parents[1] / "bench_data"  # real tables, copied into the repo
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "monitoring-report.png"
 HOSTILE = '<script>alert("state")</script>'
-CHROMIUM = shutil.which("chromium")
 
 
 @dataclass(frozen=True)
@@ -294,47 +294,17 @@ def test_cli_report_into_a_folder_or_under_a_file_is_bad_input(case, tmp_path):
 
 
 # -- in a browser --------------------------------------------------------------------------------
-_CHARTS_JS = """() => Array.from(document.querySelectorAll('svg.chart')).map(svg => {
-    const box = svg.getBoundingClientRect();
-    const marks = Array.from(svg.querySelectorAll('.mark'));
-    const drawn = marks.filter(m => { const b = m.getBBox(); return b.width > 0 && b.height > 0; });
-    const paths = Array.from(svg.querySelectorAll('path'));
-    return {title: svg.getAttribute('aria-label'), width: box.width, height: box.height, marks: marks.length,
-            drawn: drawn.length, empty_paths: paths.filter(p => !(p.getAttribute('d') || '').trim()).length,
-            paths: paths.length};
-})"""
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="install chromium (apt-get install chromium)")
+@needs_chromium
 def test_in_headless_chromium_offline_every_chart_draws_and_the_drift_alert_is_listed(html, monitored, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="install the test extra: pip install -e '.[test]'")
     path = html.write(tmp_path / "monitoring.html")
-    requested: list[str] = []
-    blocked: list[str] = []
-
-    def only_files(route) -> None:
-        if route.request.url.startswith("file:"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.route("**/*", only_files)
-            page.on("request", lambda request: requested.append(request.url))
-            page.goto(path.as_uri(), wait_until="load")
-            charts = page.evaluate(_CHARTS_JS)
-            alerts = page.locator("table.alerts tbody tr").all_inner_texts()
-            shot = tmp_path / "monitoring.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("LOOPML_DOCS_IMAGES"):  # refresh the screenshot in docs/images
-                page.screenshot(path=str(DOCS_IMAGE), full_page=False)
-        finally:
-            browser.close()
-    assert blocked == [] and requested == [path.as_uri()]
+    with offline_page(path) as opened:
+        charts = opened.page.evaluate(CHARTS_JS)
+        alerts = opened.page.locator("table.alerts tbody tr").all_inner_texts()
+        shot = tmp_path / "monitoring.png"
+        opened.page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("LOOPML_DOCS_IMAGES"):  # refresh the screenshot in docs/images
+            opened.page.screenshot(path=str(DOCS_IMAGE), full_page=False)
+    assert opened.blocked == [] and opened.requested == [path.as_uri()]
     assert len(charts) == 7, [c["title"] for c in charts]
     for chart in charts:
         assert chart["width"] > 100 and chart["height"] > 100, chart

@@ -147,16 +147,29 @@ def assess_file(
     progress: Progress | None = None,
     memory_limit: str | None = None,
     threads: int | None = None,
+    engine: str = "duckdb",
+    client: Any = None,
 ) -> DataAssessment:
     """Assess a Parquet or CSV file of any size: the whole file profiled by DuckDB out of core
     (:func:`~loopml.data.profile.profile_file`), leakage and label noise on a seeded sample.
+    ``engine="dask"`` profiles it with dask.dataframe in partitions instead, on this machine or on
+    the workers of ``client`` (a ``distributed.Client``), with exact quartiles.
 
     >>> a = assess_file("big.parquet", "churned", "binary", progress=print)  # doctest: +SKIP
     >>> a.rows, a.duplicate_rows, a.methods["duplicates"]                    # doctest: +SKIP
     (10000000, 10000, '64-bit row hash')
     """
-    profile = profile_file(path, target=target, sample_rows=sample_rows, seed=seed, progress=progress,
-                           memory_limit=memory_limit, threads=threads)
+    if engine not in ("duckdb", "dask"):
+        raise DataError(f"engine must be 'duckdb' or 'dask'; got {engine!r}")
+    if engine == "dask":
+        from loopml.data._profile_dask import profile_dask
+
+        if progress is not None:
+            progress("data", f"profiling {Path(path).name} with dask.dataframe in partitions")
+        profile = profile_dask(path, target=target, sample_rows=sample_rows, seed=seed, client=client)
+    else:
+        profile = profile_file(path, target=target, sample_rows=sample_rows, seed=seed, progress=progress,
+                               memory_limit=memory_limit, threads=threads)
     if progress is not None:
         progress("data", f"assessing {Path(path).name}: leakage and label noise on a sample of "
                          f"{len(profile.sample):,} rows")
@@ -458,9 +471,16 @@ def assess_project(spec: ProjectSpec, *, progress: Progress | None = None) -> Pr
     b = spec.business
     result = ProjectAssessment(project=spec.project, target=b.target, task=b.task, sources=[], joined=None)
     base: pd.DataFrame | None = None
+    partitioned: list[str] = []
     for i, source_spec in enumerate(spec.data.sources):
         progress("data", f"assessing source '{source_spec.name}' ({i + 1}/{len(spec.data.sources)})")
-        assessed, frame = _assess_source(spec, source_spec, base)
+        size = _larger_than_memory(spec, source_spec)
+        if size is not None:
+            partitioned.append(f"'{source_spec.name}' ({size:,} bytes)")
+            progress("data", f"source '{source_spec.name}' is larger than compute.memory_limit: dask.dataframe")
+            assessed, frame = _assess_in_partitions(spec, source_spec)
+        else:
+            assessed, frame = _assess_source(spec, source_spec, base)
         result.sources.append(assessed)
         if i == 0:
             base = frame
@@ -469,7 +489,11 @@ def assess_project(spec: ProjectSpec, *, progress: Progress | None = None) -> Pr
         elif (join := assessed.usability["join"]) and (join.get("error") or not join["key_unique"]):
             result.left_out[source_spec.name] = join.get("error") or (
                 f"join key {', '.join(join['key'])} is not unique ({join['duplicate_keys']:,} repeated values)")
-    if base is None:
+    if partitioned:
+        result.join_error = (f"source {', '.join(partitioned)} is larger than compute.memory_limit "
+                             f"({spec.compute.memory_limit:,} bytes), so the joined table is not read into memory; "
+                             "each source was assessed on its own and its joins on a seeded sample")
+    elif base is None:
         result.join_error = f"base source '{spec.data.sources[0].name}' cannot be read, so there is no table to join"
     else:
         names = [s.name for s in spec.data.sources[1:] if s.name not in result.left_out]
@@ -548,3 +572,64 @@ def _join_check(base: pd.DataFrame, frame: pd.DataFrame, keys: list[str], base_n
     repeated = int(right.duplicated().sum())
     return {"key": keys, "match_rate": float(matched.mean()) if len(base) else 0.0,
             "matched_rows": int(matched.sum()), "key_unique": repeated == 0, "duplicate_keys": repeated}
+
+
+def _larger_than_memory(spec: ProjectSpec, source_spec: Any) -> int | None:
+    """The file source's size in bytes when it exceeds ``compute.memory_limit``; else None."""
+    from loopml.data._profile_dask import file_bytes
+    from loopml.spec import FileSourceSpec
+
+    limit = spec.compute.memory_limit
+    if limit is None or not isinstance(source_spec, FileSourceSpec):
+        return None
+    size = file_bytes(spec.source_path(source_spec))
+    return size if size > limit else None
+
+
+def _assess_in_partitions(spec: ProjectSpec, source_spec: Any) -> tuple[SourceAssessment, pd.DataFrame | None]:
+    """A file source larger than memory: profiled by dask.dataframe (on the cluster when one is named).
+
+    The frame returned is the profile's seeded sample: a later source's join is checked against it.
+    A source joined to the base is not join-checked here (a sample of a lookup table would miss keys).
+    """
+    from loopml.compute import connect
+    from loopml.data._profile_dask import columns_of, file_bytes, profile_dask
+
+    b, per_1k, path = spec.business, float(source_spec.cost_per_1k_rows), spec.source_path(source_spec)
+    started = time.perf_counter()
+    cluster = connect(spec.compute.dask, root=spec.root) if spec.compute.dask else None
+    try:
+        has_target = b.target in columns_of(path)
+        profile = profile_dask(path, target=b.target if has_target else None, seed=spec.model.seed,
+                               client=None if cluster is None else cluster.client)
+    except DataError as exc:
+        seconds = round(time.perf_counter() - started, 4)
+        return SourceAssessment(
+            name=source_spec.name, kind=source_spec.kind, description=str(path.name),
+            availability={"reachable": False, "error": str(exc), "read_seconds": seconds, "rows": 0,
+                          "total_rows": None, "more_rows": None, "newest": None},
+            usability={"target_present": None, "columns": {}, "join": None, "unusable": {}},
+            quality={}, cost={"cost_per_1k_rows": per_1k, "rows": 0, "cost": 0.0, "read_seconds": seconds},
+        ), None
+    finally:
+        if cluster is not None:
+            cluster.close()
+    seconds = round(time.perf_counter() - started, 4)
+    a = _judge(profile, b.target if has_target else None, b.task, spec.data.limits, spec.model.seed)
+    quality = {k: v for k, v in a.to_dict().items() if k in _QUALITY_KEYS}
+    quality["outliers"] = {c: o for c, o in a.outliers.items() if o["count"]}
+    join = None
+    rows = profile.rows
+    return SourceAssessment(
+        name=source_spec.name, kind=source_spec.kind, description=str(path.name),
+        availability={"reachable": True, "error": None, "read_seconds": seconds, "rows": rows, "total_rows": rows,
+                      "more_rows": 0, "newest": None, "bytes": file_bytes(path),
+                      "engine": profile.methods["engine"]},
+        usability={"target_present": has_target, "target_ok": a.target_ok if has_target else None,
+                   "target_problem": a.target_problem, "columns": a.column_kinds, "join": join,
+                   "unusable": {c: why for c, why in a.unusable_columns.items()
+                                if not (source_spec.join and c in source_spec.join.keys)}},
+        quality=quality,
+        cost={"cost_per_1k_rows": per_1k, "rows": rows, "cost": rows / 1000 * per_1k, "read_seconds": seconds,
+              "cost_all_rows": rows / 1000 * per_1k},
+    ), profile.sample

@@ -45,11 +45,18 @@ _EXPECTED = {
 
 @dataclass(frozen=True)
 class FieldError:
-    """One problem in a request: the record's position (-1 for the whole request), the column, why."""
+    """One problem in a request: the record's position (-1 for the whole request), the column, why, and its kind.
+
+    ``kind`` names the check that failed, so that refusals can be counted by column and kind:
+    ``missing_column``, ``unknown_column``, ``null`` (null where training had none), ``type``,
+    ``not_finite`` (an infinite number), ``unknown_category``, ``not_a_record`` (a record that is not an
+    object) or ``request`` (the records as a whole: not a list, or none).
+    """
 
     row: int
     column: str
     reason: str
+    kind: str = "type"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,29 +144,30 @@ class DataContract(BaseModel):
         :class:`ContractViolation` listing every problem in every record.
         """
         if not isinstance(records, list):
-            raise ContractViolation([FieldError(-1, "", f"expected a list of records, found {type(records).__name__}")])
+            raise ContractViolation([FieldError(-1, "", f"expected a list of records, found {type(records).__name__}",
+                                                "request")])
         if not records:
-            raise ContractViolation([FieldError(-1, "", "expected at least one record")])
+            raise ContractViolation([FieldError(-1, "", "expected at least one record", "request")])
         rules, names = self._rules, self._names
         errors: list[FieldError] = []
         values: dict[str, list] = {name: [] for name in names}
         for row, record in enumerate(records):
             if not isinstance(record, dict):
-                errors.append(
-                    FieldError(row, "", f"expected a JSON object of column: value, found {type(record).__name__}")
-                )
+                errors.append(FieldError(
+                    row, "", f"expected a JSON object of column: value, found {type(record).__name__}", "not_a_record"))
                 continue
             if len(record) != len(names) or not names.issuperset(record):
-                errors += [FieldError(row, str(k), self._unknown(str(k), record)) for k in record if k not in names]
+                errors += [FieldError(row, str(k), self._unknown(str(k), record), "unknown_column")
+                           for k in record if k not in names]
             for name, kind, nullable, known, column in rules:
                 if name not in record:
-                    errors.append(FieldError(row, name, _missing(column)))
+                    errors.append(FieldError(row, name, _missing(column), "missing_column"))
                     continue
                 value, reason = _check(kind, nullable, known, record[name], column)
                 if reason is None:
                     values[name].append(value)
                 else:
-                    errors.append(FieldError(row, name, reason))
+                    errors.append(FieldError(row, name, reason, _refused(kind, record[name])))
         if errors:
             raise ContractViolation(errors)
         return pd.DataFrame({name: _array(kind, values[name]) for name, kind, *_ in rules})
@@ -213,6 +221,24 @@ def _check(
     if kind == "integer" and not number.is_integer():
         return None, f"expected an integer, found {_found(value)}"
     return number, None
+
+
+def _refused(kind: str, value: Any) -> str:
+    """The kind of a value :func:`_check` refused (only called on that path, so it costs valid requests nothing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if kind == "categorical":
+        return "unknown_category" if isinstance(value, (str, int, float, np.number)) else "type"
+    if kind in ("numeric", "integer") and isinstance(value, (int, float, np.integer, np.floating)) \
+            and not isinstance(value, (bool, np.bool_)):
+        try:
+            number = float(value)
+        except OverflowError:
+            return "not_finite"
+        if math.isnan(number):
+            return "null"
+        return "not_finite" if math.isinf(number) else "type"
+    return "type"
 
 
 def _array(kind: str, values: list) -> Any:

@@ -319,7 +319,8 @@ class _Pass:
             "maintenance", "challenger_vs_champion", "pass", "promote", "operations",
             f"v{challenger.version} promoted to champion (was v{champion.version}): {comparison.reason}; undo with "
             "`loopml models rollback --reason \"...\"`", evidence)
+        # expect: a human's promotion made during this pass wins; this pass then fails and changes nothing.
         self.store.set_alias(self.project, "champion", challenger.version, actor="loopml maintain",
-                             reason=comparison.reason, decision=decision)
+                             reason=comparison.reason, decision=decision, expect=champion)
         self.rec.written_last()
         return self._done("promoted", comparison.reason, challenger, action)

@@ -155,7 +155,8 @@ class Release:
         why = (f"v{c} promoted to champion after its release {self.where} (was v{m}): {comparison.reason}; "
                "undo with `loopml models rollback --reason \"...\"`")
         decision = self.rec.pending("maintenance", "rollout", "pass", "promote", "operations", why, evidence)
-        self.store.set_alias(self.project, "champion", c, actor=_ACTOR, reason=comparison.reason, decision=decision)
+        self.store.set_alias(self.project, "champion", c, actor=_ACTOR, reason=comparison.reason, decision=decision,
+                             expect=self.champion)
         self.rec.written_last()
         # The release is over: the new champion answers everything, and nothing shadows it.
         self.store.clear_alias(self.project, "challenger", actor=_ACTOR, reason=f"v{c} promoted after its release",

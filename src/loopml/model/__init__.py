@@ -2,7 +2,7 @@
 
 >>> from loopml.model import SearchPlan
 >>> SearchPlan(families=("linear", "lightgbm")).describe()
-'linear, LightGBM + up to 10 Optuna trials in the time budget, greedy ensemble, 5-fold cross-validation, seed 0'
+'linear, LightGBM + up to 200 Optuna trials in the time budget, greedy ensemble, 5-fold cross-validation, seed 0'
 """
 
 from loopml.model.artifact import TrainedModel

@@ -5,8 +5,9 @@
 
 1. **portfolio** — one strong default per family (linear, LightGBM, random forest, extra trees),
    simplest first;
-2. **Optuna** — a seeded TPE sampler tunes the most promising family of the portfolio, starting
-   from that family's low-capacity warm start (small trees, slow regularised boosting);
+2. **Optuna** — a seeded TPE sampler tunes the families in turn, most promising first, each from
+   its warm starts (small trees, slow regularised boosting) until a patience stop: no trial beating
+   the family's best in the last ``_PATIENCE_TRIALS``;
 3. **ensemble** — greedy selection with replacement over all trials' out-of-fold predictions
    (Caruana, as AutoGluon does), kept only when it beats the best single model by a margin;
 4. **calibration** — none, Platt or isotonic, chosen by cross-fitted out-of-fold log loss;
@@ -20,10 +21,10 @@ the goal metric at each trial's own threshold is reported beside it.
 
 **Budgets.** ``plan.trials`` is a budget in work units: exactly that many trials, portfolio first,
 no clock consulted — the same seed and data give the same model bytes on any run. Otherwise
-``budget_s`` seconds bound the search (portfolio, then up to ``plan.tune`` Optuna trials while time
-remains); the trial sequence is recorded in :attr:`SearchResult.trials`, and
-``search(..., replay=result.trials)`` rebuilds exactly that model without timing. With neither,
-only the portfolio runs.
+``budget_s`` seconds bound the search (portfolio, then Optuna trials while time remains, up to
+``plan.tune``; it ends sooner once every family has stopped improving); the trial sequence is
+recorded in :attr:`SearchResult.trials`, and ``search(..., replay=result.trials)`` rebuilds exactly
+that model without timing. With neither, only the portfolio runs.
 
 The learned part of the spec's cleaning happens here, on the rows each model trains on (each fold's
 training rows for the out-of-fold scores, all of ``train`` for the refit), never on a validation fold
@@ -55,6 +56,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from loopml.business.metrics import METRICS, score
+from loopml.compute import Compute, InProcess
 from loopml.data.cleaner import find_label_issues, resolve_imbalance
 from loopml.errors import ModelError
 from loopml.model import _calibration, _ensemble
@@ -85,12 +87,18 @@ __all__ = ["CandidateResult", "SearchPlan", "SearchResult", "search", "split_hol
 
 Progress = Callable[[int, float, "float | None"], None]  # (trials done, best score, seconds left or None)
 
-DEFAULT_TUNE = 10  # Optuna trials after the portfolio under a time budget (the budget may stop it sooner)
-MAX_TUNE = 64
+# Optuna trials after the portfolio under a time budget: a cap the clock or the patience stop reaches first.
+DEFAULT_TUNE = 200
+MAX_TUNE = 1000
+# A family's tuning stops after this many Optuna trials in a row without beating its best trial; the
+# next most promising family is tuned then (under a time budget the search ends once all have stopped).
+_PATIENCE_TRIALS = 15
+_MIN_GAIN = 0.001  # ... where beating means cutting its error (1 - AUC, log loss, rmse, mae) by this share
 _ENSEMBLE_ROUNDS = 25
 # The ensemble replaces the best single model only when it cuts that model's out-of-fold error
 # (1 - AUC, log loss, rmse or mae) by at least this share: greedy selection flatters itself a little.
-_ENSEMBLE_MARGIN = 0.005
+# computers, 30 trials: the ensemble cuts out-of-fold RMSE by 0.23% and holdout RMSE 137.9 -> 137.1.
+_ENSEMBLE_MARGIN = 0.002
 _CURVE_MEMBERS = 3  # the learning curve of an ensemble refits its heaviest members only (time)
 _RESERVE = 0.1  # share of a time budget kept for the refit, calibration and learning curve
 # ... or, when more, this many trials of the family in hand: refitting an ensemble's members and the
@@ -144,7 +152,7 @@ class SearchPlan:
     the portfolio. ``n_estimators`` caps trees and boosting rounds (fast tests, tight budgets).
 
     >>> SearchPlan(families=("linear", "lightgbm")).describe()
-    'linear, LightGBM + up to 10 Optuna trials in the time budget, greedy ensemble, 5-fold cross-validation, seed 0'
+    'linear, LightGBM + up to 200 Optuna trials in the time budget, greedy ensemble, 5-fold cross-validation, seed 0'
     >>> SearchPlan(families=("lightgbm",), trials=4, ensemble=False).widen().describe()
     '8 trials: LightGBM ×4, linear, random forest, extra trees, then Optuna, 5-fold cross-validation, seed 0'
     """
@@ -220,6 +228,7 @@ class CandidateResult:
     seconds: float
     score: float | None = None  # the selection metric (SearchResult.selection_metric), out of fold
     source: str = "portfolio"  # portfolio | optuna | replay
+    worker: str | None = None  # the Dask worker that ran the trial; None: this process
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,8 +264,8 @@ class SearchResult:
     def leaderboard(self) -> list[dict[str, Any]]:
         """Trials (and the ensemble, when one was built) ranked best first by :attr:`selection_metric`."""
         rows = [{"family": t["family"], "params": _summary(t["params"]), "score": t["score"],
-                 "cv_score": t["cv_score"], "seconds": t["seconds"], "source": t["source"], "trial": i}
-                for i, t in enumerate(self.trials)]
+                 "cv_score": t["cv_score"], "seconds": t["seconds"], "source": t["source"], "trial": i,
+                 "worker": t.get("worker")} for i, t in enumerate(self.trials)]
         if self.ensemble.get("members") and len(self.ensemble["members"]) > 1:
             parts = [f"#{m['trial']} {m['family']} ×{m['weight']:.2f}" for m in self.ensemble["members"]]
             rows.append({"family": "ensemble", "params": " + ".join(parts), "score": self.ensemble["ensemble_score"],
@@ -313,6 +322,7 @@ def search(
     replay: list[dict[str, Any]] | None = None,
     feature_hook: str | None = None,
     hook_root: Path | None = None,
+    compute: Compute | None = None,
 ) -> SearchResult:
     """Search the plan's candidates on ``train``; refit the chosen model (or ensemble) on all of it.
 
@@ -331,6 +341,9 @@ def search(
     is applied to the feature columns before anything is learned; the model records it and applies it
     again at prediction. Multiclass ``costs`` (``per_class``) become the model's ``class_costs``: it
     predicts the class maximising p_k * c_k on calibrated probabilities, and so do the scores here.
+    ``compute`` (:mod:`loopml.compute`; default in-process, one trial at a time) runs the trials: on a
+    Dask cluster the portfolio runs as one batch and Optuna asks ``compute.batch`` trials at a time;
+    each trial records the worker that ran it. The batch, not where trials run, decides the model.
     """
     started = time.perf_counter()
     metric = METRICS.get(goal.metric)
@@ -366,6 +379,7 @@ def search(
     runner = _Runner(setup, X, y, _splits(setup, y, folds, time_column is not None), selection)
     clock = _Clock(started, budget_s if plan.trials is None and replay is None else None, progress, runner)
 
+    runner.compute = compute or InProcess()
     planned = _run_trials(runner, plan, clock, replay, notes)
     trials = runner.trials
     if plan.trials is not None and replay is None and budget_s is not None and time.perf_counter() - started > budget_s:
@@ -441,14 +455,16 @@ class _Trial:
     seconds: float
     source: str
     oof: np.ndarray = field(repr=False)
+    worker: str | None = None
 
     def candidate(self) -> CandidateResult:
         return CandidateResult(self.family, self.fitted, self.cv_score, self.threshold, self.constraint_met,
-                               self.seconds, self.score, self.source)
+                               self.seconds, self.score, self.source, self.worker)
 
     def record(self) -> dict[str, Any]:
         return {"family": self.family, "params": self.params, "score": _finite(self.score),
-                "cv_score": _finite(self.cv_score), "seconds": self.seconds, "source": self.source}
+                "cv_score": _finite(self.cv_score), "seconds": self.seconds, "source": self.source,
+                **({"worker": self.worker} if self.worker else {})}
 
 
 def _finite(value: float) -> float | None:
@@ -464,6 +480,8 @@ class _Runner:
         self.covered = np.sort(np.concatenate([val for _, val in splits]))
         self.trials: list[_Trial] = []
         self._folds: dict[int, tuple[Prepared, dict[str, np.ndarray]]] = {}
+        self.compute: Compute = InProcess()
+        self._shared: Any = None  # the runner as shipped to a cluster's workers
 
     def fold(self, i: int) -> tuple[Prepared, dict[str, np.ndarray]]:
         if i not in self._folds:
@@ -493,6 +511,32 @@ class _Runner:
         return oof, rounds
 
     def run(self, family: str, params: dict[str, Any], source: str) -> _Trial:
+        trial = self.evaluate(family, params, source)
+        self.trials.append(trial)
+        return trial
+
+    def run_batch(self, items: list[tuple[str, dict[str, Any], str]]) -> list[_Trial]:
+        """Independent trials through :attr:`compute` (a cluster runs them at once), recorded in order."""
+        if isinstance(self.compute, InProcess):
+            return [self.run(*item) for item in items]
+        if self._shared is None:  # every fold prepared here once, then shipped to each worker once
+            for i in range(len(self.splits)):
+                self.fold(i)
+            self._shared = self.compute.share(self._shippable())
+        done = self.compute.map(_Runner.evaluate, items, self._shared)
+        for d in done:
+            d.value.worker = d.worker
+            self.trials.append(d.value)
+        return [d.value for d in done]
+
+    def _shippable(self) -> _Runner:
+        """A copy without the trials so far (their scores stay here) and without the cluster."""
+        copy = object.__new__(_Runner)
+        copy.__dict__.update(self.__dict__, trials=[], compute=InProcess(), _shared=None)
+        return copy
+
+    def evaluate(self, family: str, params: dict[str, Any], source: str) -> _Trial:
+        """One trial's out-of-fold scores, not yet recorded (runs here or on a worker)."""
         t0 = time.perf_counter()
         oof, rounds = self.cross_val(family, params)
         fitted = {**params, "n_estimators": int(np.median(rounds))} if family == "lightgbm" and rounds else params
@@ -501,10 +545,8 @@ class _Runner:
         cv = goal_score(self.setup.goal.metric, self.setup.task, y, scores, threshold, self.setup.k,
                         weights=_weights(self.setup))
         value = _ensemble.selection_score(self.selection, y, scores, self.setup.task)
-        trial = _Trial(family, params, fitted, value, cv, threshold, met, round(time.perf_counter() - t0, 3),
-                       source, oof)
-        self.trials.append(trial)
-        return trial
+        return _Trial(family, params, fitted, value, cv, threshold, met, round(time.perf_counter() - t0, 3),
+                      source, oof)
 
     def best(self, family: str | None = None) -> int:
         """Index of the best trial (of ``family``) by the selection metric; the first of equals."""
@@ -530,13 +572,17 @@ class _Clock:
         """Whether a trial of ``family`` (as long as the earlier ones took) ends before the budget's reserve.
 
         The reserve, kept for the refit and the learning curve, is the larger of :data:`_RESERVE` of
-        the budget and :data:`_FINISH_TRIALS` such trials.
+        the budget and :data:`_FINISH_TRIALS` such trials, or as long as the best trials so far took
+        (the likely ensemble members, which the refit and the learning curve fit again).
         """
         if self.budget_s is None:
             return True
         done = self.runner.trials
         trial = float(np.mean([t.seconds for t in done if t.family == family] or [t.seconds for t in done] or [0.0]))
-        reserve = max(self.budget_s * _RESERVE, _FINISH_TRIALS * trial)
+        sign = 1.0 if _ensemble.SELECTION[self.runner.selection] else -1.0
+        best = sorted((t for t in done if math.isfinite(t.score)), key=lambda t: -sign * t.score)[:_CURVE_MEMBERS]
+        members = float(np.mean([t.seconds for t in best])) if best else trial
+        reserve = max(self.budget_s * _RESERVE, _FINISH_TRIALS * max(trial, members))
         return time.perf_counter() + trial <= self.started + self.budget_s - reserve
 
     def tick(self) -> None:
@@ -550,8 +596,9 @@ def _run_trials(runner: _Runner, plan: SearchPlan, clock: _Clock, replay: list[d
     """Run the trials (a replay's, or the portfolio then Optuna); returns how many were planned."""
     setup = runner.setup
     if replay is not None:
-        for family, params, source in _check_replay(replay):
-            runner.run(family, params, source)
+        items = _check_replay(replay)
+        for start in range(0, len(items), _chunk(runner)):
+            runner.run_batch(items[start:start + _chunk(runner)])
             clock.tick()
         return len(replay)
     portfolio = plan.portfolio(setup)
@@ -566,23 +613,72 @@ def _run_trials(runner: _Runner, plan: SearchPlan, clock: _Clock, replay: list[d
         notes.append(f"the time budget of {clock.budget_s:g}s is too small for any search: trained only the "
                      "fastest baseline, a linear model, with cross-validation; give the model stage more time")
         return 1
-    for family, params in portfolio:
-        if runner.trials and not clock.room_for(family):
+    for start in range(0, len(portfolio), _chunk(runner)):
+        chunk = portfolio[start:start + _chunk(runner)]
+        if runner.trials and not clock.room_for(chunk[0][0]):
             break
-        runner.run(family, params, "portfolio")
+        runner.run_batch([(family, params, "portfolio") for family, params in chunk])
         clock.tick()
     if tune and len(runner.trials) == len(portfolio):
-        _tune(runner, plan, clock, runner.trials[runner.best()].family, tune)
+        planned = _tune_families(runner, plan, clock, planned)
     if len(runner.trials) < planned:
         notes.append(f"the time budget of {clock.budget_s:g}s allowed {len(runner.trials)} of the {planned} planned "
                      f"trials; the rest were skipped")
     return planned
 
 
-def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int) -> None:
-    """Up to ``n`` Optuna trials of ``family`` (seeded TPE), told the family's portfolio scores first.
+def _tune_families(runner: _Runner, plan: SearchPlan, clock: _Clock, planned: int) -> int:
+    """Optuna on each family in turn, best portfolio score first, until its patience, the cap or the clock ends it.
 
-    The first trials are the family's warm starts (its low-capacity regime), then TPE samples.
+    Under a time budget the search ends when every family has stopped improving; a budget in trials
+    spends what is left of it on the best family. Returns the trials planned: fewer than asked when
+    the patience stop, not the clock, ended the search.
+    """
+    sign = 1.0 if _ensemble.SELECTION[runner.selection] else -1.0
+    families = list(dict.fromkeys(t.family for t in runner.trials))
+    ranked = sorted(families, key=lambda f: -sign * _finite_or(runner.trials[runner.best(f)].score, -sign * math.inf))
+    for family in ranked:
+        if len(runner.trials) >= planned:
+            return planned
+        if not clock.room_for(family):  # too slow for the time left; a faster family may still fit
+            continue
+        _tune(runner, plan, clock, family, planned - len(runner.trials))
+    if plan.trials is not None and len(runner.trials) < planned:  # exactly the trials asked for
+        _tune(runner, plan, clock, runner.trials[runner.best()].family, planned - len(runner.trials),
+              patience=False)
+    elif clock.budget_s is not None and all(_stale(runner, f) for f in families):
+        return len(runner.trials)
+    return planned
+
+
+def _finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default
+
+
+def _stale(runner: _Runner, family: str) -> bool:
+    """Whether the last :data:`_PATIENCE_TRIALS` Optuna trials of ``family`` missed its best by :data:`_MIN_GAIN`."""
+    best, tuned = None, 0
+    for t in runner.trials:
+        if t.family != family or not math.isfinite(t.score):
+            tuned += t.family == family and t.source == "optuna"
+            continue
+        if best is None or _error(runner.selection, t.score) < (1 - _MIN_GAIN) * _error(runner.selection, best):
+            best, tuned = t.score, 0
+        else:
+            tuned += t.source == "optuna"
+    return tuned >= _PATIENCE_TRIALS
+
+
+def _chunk(runner: _Runner) -> int:
+    """Independent trials handed over at once: one in-process (the time budget is checked before each)."""
+    return 1 if isinstance(runner.compute, InProcess) else max(runner.compute.workers, runner.compute.batch)
+
+
+def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int, *, patience: bool = True) -> None:
+    """Up to ``n`` Optuna trials of ``family`` (seeded TPE), told the family's earlier scores first.
+
+    The first trials are the family's warm starts (its low-capacity regime), then TPE samples. With
+    ``patience`` it stops once :func:`_stale`.
     """
     import optuna
 
@@ -603,15 +699,18 @@ def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int)
                 study.add_trial(optuna.trial.create_trial(params=prior, distributions=space, value=t.score))
         for values in warm_starts(family):
             study.enqueue_trial(values)
-        for _ in range(n):
-            if not clock.room_for(family):
+        done = 0
+        while done < n:  # ask a batch, run it (at once on a cluster), tell its scores in order
+            if not clock.room_for(family) or (patience and _stale(runner, family)):
                 break
-            asked = study.ask()
-            trial = runner.run(family, suggest(setup, family, asked), "optuna")
-            if math.isfinite(trial.score):
-                study.tell(asked, trial.score)
-            else:
-                study.tell(asked, state=optuna.trial.TrialState.FAIL)
+            asked = [study.ask() for _ in range(min(runner.compute.batch, n - done))]
+            trials = runner.run_batch([(family, suggest(setup, family, a), "optuna") for a in asked])
+            for a, trial in zip(asked, trials, strict=True):
+                if math.isfinite(trial.score):
+                    study.tell(a, trial.score)
+                else:
+                    study.tell(a, state=optuna.trial.TrialState.FAIL)
+            done += len(asked)
             clock.tick()
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -672,7 +771,8 @@ def _refit(setup: Setup, runner: _Runner, members: list[tuple[int, float]], X: p
     fitted = []
     for i, weight in members:
         t = runner.trials[i]
-        state, params, _ = fit_estimator(setup, t.family, t.fitted, prepared, early_stop=False)
+        state, params, _ = fit_estimator(setup, t.family, _all_rows_rounds(setup, runner, t), prepared,
+                                         early_stop=False)
         fitted.append({"family": t.family, "params": params, "state": state, "weight": weight})
     common = {"task": setup.task, "target": setup.target, "preprocessor": prepared.pre, "classes": setup.classes,
               "positive": setup.positive, "cleaner": prepared.cleaner}
@@ -683,6 +783,21 @@ def _refit(setup: Setup, runner: _Runner, members: list[tuple[int, float]], X: p
     if setup.task != "regression":
         params["imbalance"] = setup.imbalance
     return TrainedModel(family="ensemble", state={"members": fitted}, params=params, **common)
+
+
+def _all_rows_rounds(setup: Setup, runner: _Runner, trial: _Trial) -> dict[str, Any]:
+    """A LightGBM trial's params with its cross-validated rounds scaled to all rows (more rows, more rounds).
+
+    The folds stopped boosting on (k-1)/k of the rows; the refit sees all of them and boosts
+    sqrt(k/(k-1)) times as long: the best round count grows with the rows, but less than in
+    proportion. Holdout, 5 folds, rounds x1 / x1.118 / x1.25: computers RMSE 139.42 / 138.64 / 138.26,
+    slid RMSE 6.132 / 6.150 / 6.166 and 6.102 / 6.103 / 6.111, benefits AUC 0.6792 / - / 0.6791.
+    """
+    if trial.family != "lightgbm" or "n_estimators" not in trial.fitted:
+        return trial.fitted
+    share = float(np.mean([len(fit) for fit, _ in runner.splits])) / len(runner.y)
+    rounds = setup.cap(max(1, round(trial.fitted["n_estimators"] / math.sqrt(share))))
+    return {**trial.fitted, "n_estimators": int(rounds)}
 
 
 # -- checks --------------------------------------------------------------------------------------

@@ -72,6 +72,13 @@ class ServingMetrics:
                               registry=r, multiprocess_mode="livesum")
         self.reloads = Counter("loopml_model_reloads", "Model swaps after the alias moved, by outcome.",
                                ["outcome"], registry=r)
+        self.rejected_requests = Counter(
+            "loopml_rejected_requests", "Requests /predict refused (422) by column and kind of problem (type, "
+            "missing_column, unknown_category, ..., body); a request with several problems counts under each. "
+            "column: a contract column, other (a column it does not know) or empty (the request as a whole).",
+            ["column", "kind"], registry=r)
+        self.rejected_rows = Counter("loopml_rejected_rows", "Rows of refused requests that had this problem, by "
+                                     "column and kind (as loopml_rejected_requests).", ["column", "kind"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         if multiprocess_mode():
@@ -110,6 +117,17 @@ class ServingMetrics:
         if self._monitor_error is not None:
             logger.info("loopml serve: /metrics reads the monitor's gauges from the store again")
             self._monitor_error = None
+
+    def count_rejections(self, rows: list[dict], columns: frozenset[str]) -> None:
+        """Count one refused request's rows (as :func:`~loopml.operations.predlog.rejection_rows` makes them).
+
+        A column outside ``columns`` (the contract's) is counted as ``other``: clients cannot grow the labels.
+        """
+        for r in rows:
+            column = r["column"] or ""
+            labels = {"column": column if not column or column in columns else "other", "kind": r["kind"]}
+            self.rejected_requests.labels(**labels).inc()
+            self.rejected_rows.labels(**labels).inc(r["rows"] or 0)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, status=str(status)).inc()

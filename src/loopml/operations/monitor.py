@@ -8,7 +8,12 @@ hour). A window is computed once, when it is complete, and never again; a partly
 For each window, against the training snapshot of the model version that answered most of its rows:
 
 - **data quality** per column: missing share (and the reference's), numbers outside the training range,
-  categories training never saw, values of the wrong type; rows whose features cannot be read;
+  categories training never saw, values of the wrong type; rows whose features cannot be read; and the
+  requests serving **refused** (422) by column and kind of violation, with their share of the rows sent
+  (``metrics["rejected"]``). A window owns the refusals logged after the previous window's up to the last
+  one logged by the window's end (its last prediction, or the end of its period), so each is counted once,
+  in the window whose span it fell in; one written late joins the next window. Refusals while nothing is
+  answered wait for the next window (``by: count``) or fill the period's empty window (``by: time``);
 - **drift** per column (:func:`~loopml.operations.drift.drift_report`, thresholds from the spec), of the
   model's output, and jointly (:func:`~loopml.operations.drift.domain_classifier`); columns ranked by
   drift x importance, importance being how much the model's output moves when the column is shuffled;
@@ -24,7 +29,8 @@ far, and never for labels it has already seen.
 Alerts (stored, POSTed to ``operations.monitor.webhook`` with retries, and in Prometheus gauges through
 :func:`update_monitor_gauges`): ``goal_breached`` (labeled), ``goal_breach_estimated`` (the estimate's
 pessimistic bound misses the goal), ``drift`` (a drifted column with at least ``drift.min_importance`` of the
-model's importance, or the model's output drifted) and ``data_quality`` (a limit of ``quality`` exceeded).
+model's importance, or the model's output drifted) and ``data_quality`` (a limit of ``quality`` exceeded,
+``quality.rejected`` included).
 Each pass that computes something writes one decision (stage ``operations``, gate ``monitor``) that
 Maintenance can act on.
 
@@ -81,9 +87,6 @@ _N_BOOT = 500
 _WEBHOOK_ATTEMPTS = 3
 _WEBHOOK_BACKOFF_S = (0.25, 1.0)  # waits before the second and third attempt
 _WEBHOOK_TIMEOUT_S = 5.0
-_REJECTED = ("not counted: serving answers a request that breaks the data contract with 422 before logging it, "
-             "and the store keeps no count of them; /metrics counts them in loopml_request_errors_total"
-             "{kind=\"bad_request\"}")
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -208,6 +211,7 @@ class _Pass:
         cursor = self.store.monitor_cursor(self.project)
         # Labels are read up to this feedback seq, so one that arrives during the pass is seen by the next.
         self.labels_cut = self.store.last_feedback_seq(self.project)
+        self.rejections_seq = self._rejections_cursor()
         pending = self.store.logged_times(self.project, after_seq=cursor["last_seq"])
         plans = (_cut_by_count(pending, self.monitor.window) if self.monitor.by == "count"
                  else _cut_by_time(pending, self.monitor.every or 0.0, cursor["ends_at"], self.now))
@@ -224,9 +228,31 @@ class _Pass:
             if summary is not None:
                 self.result.windows.append(summary)
                 new_ids.add(summary.id)
+        waiting = self.store.rejection_counts(self.project, after_seq=self.rejections_seq, until=self.now)
+        if waiting["requests"]:
+            self.result.notes.append(f"{waiting['requests']} refused request(s) logged after the last window wait "
+                                     "for the next one")
         self._labels_pass(cursor["labels_seq"], new_ids)
         self._decide()
         return self.result
+
+    def _rejections_cursor(self) -> int:
+        """The last rejection seq the stored windows counted (0 before any)."""
+        last = self.store.monitor_windows(self.project, kind=_KIND, last=1)
+        rejected = (last[0]["metrics"] or {}).get("rejected") if last else None
+        return int((rejected or {}).get("last_seq") or 0)
+
+    def _rejected(self, until: datetime | None, answered: int) -> dict[str, Any]:
+        """The refusals this window owns (see the module docstring), their share of the rows sent, the breach."""
+        counts = self.store.rejection_counts(self.project, after_seq=self.rejections_seq, until=until or self.now)
+        refused = counts["rows"] + counts["unsized"]  # a body that could not be read counts as one row
+        share = refused / (refused + answered) if refused else 0.0
+        limit = self.monitor.quality.rejected
+        breach = None
+        if share > limit:
+            breach = {"column": None, "measure": "rejected", "value": share, "limit": limit,
+                      "requests": counts["requests"], "rows": refused}
+        return {**counts, "share": share, "limit": limit, "breach": breach}
 
     def _waiting_note(self) -> str:
         n = self.result.pending_rows
@@ -273,6 +299,7 @@ class _Pass:
             metrics["drift"] = self._drift(live, records, mine, ctx, notes)
             metrics["performance"] = {"goal": self.goal.describe(),
                                       "estimated": self._estimate(frame[mine], records, mine, ctx, notes)}
+        metrics["rejected"] = self._rejected(plan.ends_at or _last(raw), plan.rows)
         metrics["verdicts"] = _verdicts(metrics)
         metrics["notes"] = notes
         labeled = None
@@ -287,6 +314,7 @@ class _Pass:
             self.result.notes.append(f"window of seqs {plan.first_seq}–{plan.last_seq} was stored by another "
                                      "monitoring pass meanwhile; it is not stored twice")
             return None
+        self.rejections_seq = metrics["rejected"]["last_seq"]
         for kind, summary, detail in _window_alerts(window_id, metrics, self.goal, self.monitor):
             self._alert(kind, window_id, summary, detail)
         if labeled is not None and labeled.get("met") is False:
@@ -298,7 +326,11 @@ class _Pass:
     def _empty(self, plan: _Plan) -> WindowSummary | None:
         span = f"{_iso(plan.starts_at)} to {_iso(plan.ends_at)}"
         note = f"no predictions were logged from {span}: the window is empty and skipped"
-        metrics = {"window": {"by": self.monitor.by, "rows": 0}, "skipped": note, "notes": [note]}
+        rejected = self._rejected(plan.ends_at, 0)
+        if rejected["requests"]:
+            note += f"; serving refused {rejected['requests']} request(s) in it"
+        metrics = {"window": {"by": self.monitor.by, "rows": 0}, "skipped": note, "notes": [note],
+                   "rejected": rejected}
         try:
             window_id = self.store.add_monitor_window(
                 self.project, model_version_id=None, first_seq=plan.first_seq, last_seq=plan.last_seq, rows=0,
@@ -306,6 +338,11 @@ class _Pass:
                 labels_seq=None)
         except ConflictError:
             return None
+        self.rejections_seq = rejected["last_seq"]
+        if rejected["breach"]:
+            # Every request of the period was refused: the one thing to alert on when nothing was answered.
+            self._alert("data_quality", window_id, f"window {window_id} ({span}): " + _rejected_text(rejected),
+                        {"window_id": window_id, "breaches": [rejected["breach"]]})
         return WindowSummary(id=window_id, first_seq=plan.first_seq, last_seq=plan.last_seq, rows=0,
                              model_version=None, starts_at=plan.starts_at, ends_at=plan.ends_at, metrics=metrics,
                              labeled=None, notes=[note])
@@ -754,8 +791,7 @@ def _quality(live: _Live, ctx: _Context, unreadable: int, monitor: MonitorSpec, 
         rise = row["missing"] - (row["missing_reference"] or 0.0)
         _limit(breaches, c.name, "missing_increase", rise, limits.missing_increase)
         columns[c.name] = row
-    return {"rows": n, "unreadable_rows": unreadable, "columns": columns, "breaches": breaches,
-            "rejected_requests": None, "rejected_note": _REJECTED}
+    return {"rows": n, "unreadable_rows": unreadable, "columns": columns, "breaches": breaches}
 
 
 def _limit(breaches: list[dict[str, Any]], column: str, measure: str, value: float, limit: float) -> None:
@@ -851,8 +887,9 @@ def _verdicts(metrics: dict[str, Any]) -> dict[str, bool | None]:
     quality, drift, perf = metrics.get("quality"), metrics.get("drift"), metrics.get("performance")
     estimated = (perf or {}).get("estimated") or {}
     output = (drift or {}).get("output") or {}
+    refused = bool((metrics.get("rejected") or {}).get("breach"))
     return {
-        "data_quality": None if quality is None else bool(quality["breaches"]),
+        "data_quality": True if refused else None if quality is None else bool(quality["breaches"]),
         "drift": None if drift is None else bool(drift["important"] or output.get("drifted")),
         "goal_breach_estimated": None if "met" not in estimated else not estimated["met"],
     }
@@ -881,8 +918,12 @@ def _window_alerts(window_id: int, metrics: dict[str, Any], goal: Any,
             "output": output, "domain_classifier": drift.get("domain_classifier"),
             "min_importance": monitor.drift.min_importance}
     if verdicts["data_quality"]:
-        breaches = metrics["quality"]["breaches"]
-        shown = ", ".join(f"{b['column']} {b['measure']} {b['value']:.1%} > {b['limit']:.0%}" for b in breaches[:4])
+        rejected = metrics.get("rejected") or {}
+        breaches = [*((metrics.get("quality") or {}).get("breaches") or []),
+                    *([rejected["breach"]] if rejected.get("breach") else [])]
+        shown = ", ".join(_rejected_text(rejected) if b["measure"] == "rejected"
+                          else f"{b['column']} {b['measure']} {b['value']:.1%} > {b['limit']:.0%}"
+                          for b in breaches[:4])
         yield "data_quality", f"{where}: data quality over limits: {shown}" + (" ..." if len(breaches) > 4 else ""), {
             "window_id": window_id, "breaches": breaches}
     if verdicts["goal_breach_estimated"]:
@@ -892,6 +933,15 @@ def _window_alerts(window_id: int, metrics: dict[str, Any], goal: Any,
             f"{where}: goal {goal.describe()} likely breached before labels: estimated {est['metric']} "
             f"{est['value']:.3f} ({side} 95% bound {est['bound']:.3f}) on {est['rows']} predictions"), {
             "window_id": window_id, **est}
+
+
+def _rejected_text(rejected: dict[str, Any]) -> str:
+    """``rejected 28.6% > 5% (3 requests; age type 2 rows, ...)``: a breach of ``quality.rejected`` in words."""
+    shown = ", ".join(f"{g['column'] or 'request'} {g['kind']} {g['rows'] or g['requests']} "
+                      f"{'row' if g['rows'] else 'request'}(s)" for g in rejected["columns"][:3])
+    more = " ..." if len(rejected["columns"]) > 3 else ""
+    return (f"rejected {rejected['share']:.1%} > {rejected['limit']:.0%} "
+            f"({rejected['requests']} request(s) refused; {shown}{more})")
 
 
 def post_alert(url: str, payload: dict[str, Any], *, attempts: int = _WEBHOOK_ATTEMPTS,
@@ -949,6 +999,7 @@ def update_monitor_gauges(registry: CollectorRegistry, store: Store, project: st
     - ``loopml_monitor_goal_metric{source}``: the goal metric in the latest window, ``estimated`` or
       ``labeled`` (NaN when there is none)
     - ``loopml_monitor_latency_p99_ms``: p99 latency in the latest window
+    - ``loopml_monitor_rejected_share``: the share of rows serving refused (422) in the latest window
 
     >>> from prometheus_client import CollectorRegistry, generate_latest
     >>> registry = CollectorRegistry()
@@ -978,6 +1029,7 @@ def update_monitor_gauges(registry: CollectorRegistry, store: Store, project: st
     gauges["metric"].labels(source="labeled").set(value.get("value", math.nan) if latest else math.nan)
     p99 = (metrics.get("latency") or {}).get("p99_ms")
     gauges["p99"].set(math.nan if p99 is None else p99)
+    gauges["rejected"].set((metrics.get("rejected") or {}).get("share", math.nan) if latest else math.nan)
 
 
 def _make_gauges(registry: CollectorRegistry) -> dict[str, Any]:
@@ -994,6 +1046,8 @@ def _make_gauges(registry: CollectorRegistry) -> dict[str, Any]:
         "metric": Gauge("loopml_monitor_goal_metric", "The goal metric in the latest window, estimated or labeled.",
                         ["source"], **mode),
         "p99": Gauge("loopml_monitor_latency_p99_ms", "p99 prediction latency in the latest window (ms).", **mode),
+        "rejected": Gauge("loopml_monitor_rejected_share", "Share of the rows sent that serving refused (422) in "
+                          "the latest window.", **mode),
     }
 
 

@@ -266,7 +266,8 @@ def _move_champion(store: Store, project: str, version: int, current: ModelVersi
                         summary=f"champion: v{before or '-'} → v{version} by {actor}: {reason}",
                         evidence={"from": before, "to": version, "version": version, "reason": reason,
                                   "actor": actor}, actor=actor)
-    store.set_alias(project, CHAMPION, version, actor=actor, reason=reason, decision=decision)
+    # expect: the decision names the champion seen above; a concurrent change makes this one fail, not lie.
+    store.set_alias(project, CHAMPION, version, actor=actor, reason=reason, decision=decision, expect=current)
     return RegistryChange(action, version, before, actor, reason, decision)
 
 

@@ -55,7 +55,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from loopml.data.contract import ContractViolation, DataContract
+from loopml.data.contract import ContractViolation, DataContract, FieldError
 from loopml.errors import ConflictError, LoopmlError, ModelError, NotFoundError, SpecError
 from loopml.model.artifact import TrainedModel
 from loopml.operations import _bodies
@@ -67,7 +67,7 @@ from loopml.operations._openapi import request_body, with_contract
 from loopml.operations._swap import Live, ModelHolder, ShadowScorer, canary_routed
 from loopml.operations.batching import MicroBatcher, Overloaded
 from loopml.operations.compiled import CompiledModel, CompiledPrediction
-from loopml.operations.predlog import LogBackpressure, PredictionLog
+from loopml.operations.predlog import LogBackpressure, PredictionLog, RejectionLog, rejection_rows
 from loopml.spec import RolloutSpec
 from loopml.store.artifacts import ArtifactStore
 from loopml.store.metadata import ModelVersion, Store
@@ -353,6 +353,8 @@ def create_app(
             logger.warning("loopml serve: no model loaded: %s", exc)
         app.state.prediction_log = PredictionLog(store, project)
         app.state.prediction_log.start()
+        app.state.rejection_log = RejectionLog(store, project)
+        app.state.rejection_log.start()
         watchers = []
         if challenger is not None:
             await refresh_challenger()
@@ -376,6 +378,7 @@ def create_app(
             await asyncio.to_thread(shadow.close)
             # uvicorn gets here after answering the requests in flight (SIGTERM, Ctrl-C): write every prediction.
             await asyncio.to_thread(app.state.prediction_log.close)
+            await asyncio.to_thread(app.state.rejection_log.close)
             metrics.worker_exited()
 
     app = FastAPI(title=f"loopml: {project}", lifespan=lifespan)
@@ -440,6 +443,18 @@ def create_app(
 
     canary_warned: set[int] = set()
 
+    def _refused(exc: HTTPException) -> None:
+        """Count a request /predict refused with 422, by column and kind (the one place refusals are recorded)."""
+        if isinstance(exc, _Refused):
+            rows, columns = exc.rejected, exc.columns
+        else:  # the body could not be read as records: its problems are the body's
+            live = holder.current
+            rows = rejection_rows(_body_problems(exc.detail), request_rows=None,
+                                  model_version_id=live.served.model_version.id if live else None)
+            columns = frozenset(live.served.contract.feature_names) if live else frozenset()
+        app.state.rejection_log.append(rows)
+        metrics.count_rejections(rows, columns)
+
     def _record_feedback(prediction_id: str, label: Any) -> None:
         # The one place feedback reaches the prediction log.
         try:
@@ -467,7 +482,7 @@ def create_app(
             # The champion's contract is the API's: the canary answers exactly the requests the champion would.
             errors = live.fast.validate(records)
             if errors:
-                raise _violations(errors)
+                raise _Refused(live, errors, len(records))
             try:
                 result = canary.fast.predict_records(records)
             except LoopmlError as exc:
@@ -477,7 +492,7 @@ def create_app(
         try:
             result = live.fast.predict_records(records)
         except ContractViolation as exc:
-            raise _violations(exc.errors) from exc
+            raise _Refused(live, exc.errors, len(records)) from exc
         except LoopmlError as exc:
             raise _model_failed(live, exc) from exc
         return _answered(live, records, _predictions(result, ids), start, rival=rival)
@@ -488,7 +503,7 @@ def create_app(
         # Checked alone first: a batch call fails for all it holds, so a bad record must not join one.
         errors = live.fast.validate([record])
         if errors:
-            raise _violations(errors)
+            raise _Refused(live, errors, 1)
         prediction_id = uuid.uuid4().hex
         canary = _canary(rival, prediction_id)
         if canary is not None:
@@ -540,7 +555,16 @@ def create_app(
 
         JSON (`{"row": {...}}` or `{"rows": [...]}`) is the default; large batches may be sent as an Arrow
         IPC stream (`application/vnd.apache.arrow.stream`) or a Parquet file (`application/vnd.apache.parquet`).
+        A request refused with 422 is counted, by column and kind of problem, for monitoring.
         """
+        try:
+            return await _predict(request)
+        except HTTPException as exc:
+            if exc.status_code == 422:
+                _refused(exc)
+            raise
+
+    async def _predict(request: Request) -> Response:
         _live()  # no model: 503 before reading a body nothing can answer
         kind = _bodies.body_kind(request.headers.get("content-type"))
         body = await _read(request)
@@ -766,9 +790,25 @@ async def _read(request: Request) -> bytes:
         raise HTTPException(400, detail="the client closed the connection before the whole body arrived") from None
 
 
-def _violations(errors: list) -> HTTPException:
-    return problems_error(422, [
-        problem(e.reason, row=e.row if e.row >= 0 else None, column=e.column or None) for e in errors])
+class _Refused(HTTPException):
+    """The 422 for records that break ``live``'s contract, with what the rejection log and metrics count.
+
+    Built where the records were checked (a worker thread for a batch), so the event loop only queues it.
+    """
+
+    def __init__(self, live: Live, errors: list[FieldError], request_rows: int):
+        refused = problems_error(422, [
+            problem(e.reason, row=e.row if e.row >= 0 else None, column=e.column or None) for e in errors])
+        super().__init__(422, detail=refused.detail)
+        self.rejected = rejection_rows(errors, request_rows=request_rows,
+                                       model_version_id=live.served.model_version.id)
+        self.columns = frozenset(live.served.contract.feature_names)
+
+
+def _body_problems(detail: Any) -> list[FieldError]:
+    """The problems of a body that could not be read as records, as errors of kind ``body``."""
+    return [FieldError(-1, str(p.get("column") or ""), str(p.get("reason", "")), "body")
+            for p in (detail if isinstance(detail, list) else [{"reason": str(detail)}]) if isinstance(p, dict)]
 
 
 def _model_failed(live: Live, exc: LoopmlError) -> HTTPException:

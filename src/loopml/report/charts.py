@@ -10,6 +10,10 @@ column names and categories come from user data. The same input always gives the
 - :func:`bar_chart`: grouped bars, one group per x label, one bar per series.
 - :func:`histogram`: two distributions of a numeric column side by side, as shares per bin.
 - :func:`category_bars`: two distributions of a categorical column, as pairs of bars per category.
+- :func:`xy_chart`: lines or points over a numeric x axis, with reference lines and a marked point
+  (a learning curve, a precision–recall curve, a reliability curve, residuals).
+- :func:`missing_map`: where values are missing, as a grid of columns by blocks of rows.
+- :func:`bar_list`: one horizontal bar per label, as a ranking (feature importance).
 
 >>> svg = line_chart(["w1", "w2", "w3"], [Series("PSI age", [0.05, 0.1, 0.4])], title="Drift", goal=0.2)
 >>> svg.startswith("<svg") and "<title>PSI age · w3: 0.4</title>" in svg
@@ -27,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PALETTE", "Series", "bar_chart", "category_bars", "histogram", "line_chart"]
+__all__ = ["PALETTE", "Marker", "Series", "XYSeries", "bar_chart", "bar_list", "category_bars", "histogram",
+           "line_chart", "missing_map", "xy_chart"]
 
 # Okabe–Ito based: told apart by readers with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#999933", "#882255")
@@ -218,6 +223,177 @@ def category_bars(reference: Iterable[Any], current: Iterable[Any], *, title: st
             parts.append(f'<rect class="mark bar" x="{frame.left:.1f}" y="{y + 2 + k * 9:.1f}" width="{w:.1f}" '
                          f'height="8" fill="{PALETTE[k]}"><title>{_esc(names[k])}: {_esc(name)} {value:.1%}'
                          f'</title></rect>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class XYSeries:
+    """One named series of (x, y) points for :func:`xy_chart`: a line, points, or both.
+
+    >>> XYSeries("out of fold", [500, 1000, 2000], [0.61, 0.64, 0.66], mode="both").mode
+    'both'
+    """
+
+    name: str
+    x: Sequence[float]
+    y: Sequence[float]
+    mode: str = "line"  # line | points | both
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A point marked on an :func:`xy_chart` (a ring and a label), such as the chosen operating point."""
+
+    x: float
+    y: float
+    label: str
+
+
+def xy_chart(series: Sequence[XYSeries], *, title: str, x_label: str = "", y_label: str = "",
+             marker: Marker | None = None, hlines: Sequence[tuple[float, str]] = (),
+             vlines: Sequence[tuple[float, str]] = (), diagonal: bool = False, log_x: bool = False,
+             percent: bool = False, width: int = 640, height: int = 300) -> str:
+    """Series over a numeric x axis (lines, scatter points or both), with reference lines and a marked point.
+
+    ``hlines`` and ``vlines`` are (value, label) reference lines drawn as the goal is (a requirement);
+    ``diagonal`` draws y = x (a perfectly calibrated model); ``log_x`` draws x in powers of ten.
+
+    >>> svg = xy_chart([XYSeries("precision", [0.2, 0.6, 0.9], [0.9, 0.8, 0.6])], title="PR",
+    ...                marker=Marker(0.6, 0.8, "threshold 0.4"), vlines=[(0.6, "recall ≥ 0.6")])
+    >>> svg.count('class="mark line"'), svg.count('class="mark marker"'), svg.count('class="goal"')
+    (1, 1, 1)
+    """
+    for s in series:
+        if len(s.x) != len(s.y):
+            raise ValueError(f"xy_chart: series '{s.name}' has {len(s.x)} x values and {len(s.y)} y values; "
+                             "give one y per x")
+    xs_all = [v for s in series for v in s.x] + [v for v, _ in vlines] + ([marker.x] if marker else [])
+    ys_all = [v for s in series for v in s.y] + [v for v, _ in hlines] + ([marker.y] if marker else [])
+    if diagonal:
+        xs_all, ys_all = xs_all + ys_all, ys_all + xs_all
+    x_scale = _YScale.fit(xs_all, log=log_x, percent=False)
+    y_scale = _YScale.fit(ys_all, log=False, percent=percent)
+    legend, top = _legend(width, [Series(s.name, [], dashed=s.dashed) for s in series], None, "")
+    frame = _Frame(width, height, left=_left_margin(y_scale), bottom=42, top=top)
+    parts = [_open(width, height, title), _title(title), *legend, *_y_axis(frame, y_scale, y_label)]
+    parts += _x_axis_scaled(frame, x_scale, x_label)
+    if not any(_finite(x) and _finite(y) for s in series for x, y in zip(s.x, s.y, strict=True)):
+        parts.append(_empty_note(frame, "no values to draw yet"))
+    if diagonal:
+        lo, hi = max(x_scale.lo, y_scale.lo), min(x_scale.hi, y_scale.hi)
+        parts.append(f'<line class="reference" x1="{_x_of(frame, x_scale, lo):.1f}" y1="{y_scale.y(frame, lo):.1f}" '
+                     f'x2="{_x_of(frame, x_scale, hi):.1f}" y2="{y_scale.y(frame, hi):.1f}" stroke="#999999" '
+                     'stroke-dasharray="3 3"><title>perfectly calibrated: y = x</title></line>')
+    for i, s in enumerate(series):
+        parts += _xy_series(frame, x_scale, y_scale, s, PALETTE[i % len(PALETTE)])
+    for value, label in hlines:
+        if _finite(value):
+            parts += _goal_line(frame, y_scale, value, label)
+    for value, label in vlines:
+        if _finite(value):
+            x = _x_of(frame, x_scale, value)
+            parts.append(f'<line class="goal" x1="{x:.1f}" y1="{frame.top:.1f}" x2="{x:.1f}" '
+                         f'y2="{frame.plot_bottom:.1f}" stroke="{_GOAL_COLOUR}" stroke-width="1.5" '
+                         f'stroke-dasharray="5 3"><title>{_esc(label)}: {x_scale.text(value)}</title></line>')
+            parts.append(f'<text x="{x + 3:.1f}" y="{frame.top + 10:.1f}" fill="{_GOAL_COLOUR}">{_esc(label)}</text>')
+    if marker is not None and _finite(marker.x) and _finite(marker.y):
+        mx, my = _x_of(frame, x_scale, marker.x), y_scale.y(frame, marker.y)
+        anchor = "end" if mx > frame.left + frame.plot_width * 0.7 else "start"
+        dx = -9 if anchor == "end" else 9
+        parts.append(f'<circle class="mark marker" cx="{mx:.1f}" cy="{my:.1f}" r="6" fill="none" '
+                     f'stroke="{_GOAL_COLOUR}" stroke-width="2.5"><title>{_esc(marker.label)}: '
+                     f'({x_scale.text(marker.x)}, {y_scale.text(marker.y)})</title></circle>')
+        parts.append(f'<text x="{mx + dx:.1f}" y="{my - 8:.1f}" text-anchor="{anchor}" font-weight="600" '
+                     f'fill="{_GOAL_COLOUR}">{_esc(marker.label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def missing_map(columns: Sequence[str], shares: Sequence[Sequence[float]], *, title: str,
+                block_rows: int, rows: int | None = None, width: int = 640) -> str:
+    """Where values are missing: one grid row per column, one cell per block of ``block_rows`` rows.
+
+    ``shares[c][b]`` is the share of rows of block ``b`` missing in column ``c``; a cell's colour deepens
+    with it, and a block without a missing value stays pale, so a column that is missing together with
+    another, or only in part of the table, shows as a pattern. ``rows`` (the table's row count) ends the
+    last block where the table ends.
+
+    >>> svg = missing_map(["age", "income"], [[0.0, 0.5], [0.0, 0.0]], title="Missing", block_rows=100)
+    >>> svg.count('class="mark cell"')
+    4
+    """
+    for name, row in zip(columns, shares, strict=True):
+        if len(row) != len(shares[0]):
+            raise ValueError(f"missing_map: column '{name}' has {len(row)} blocks, the first column "
+                             f"{len(shares[0])}; give every column the same blocks")
+    blocks = len(shares[0]) if shares else 0
+    rows = blocks * block_rows if rows is None else rows
+    label_w = min(180, 12 + _CHAR_PX * max((len(c) for c in columns), default=4))
+    row_h = 16
+    height = int(46 + 34 + row_h * max(len(columns), 1))
+    frame = _Frame(width, height, left=label_w, bottom=34, top=46, right=16)
+    cell = frame.plot_width / max(blocks, 1)
+    parts = [_open(width, height, title), _title(title)]
+    parts.append(f'<g class="legend"><rect x="8" y="24" width="12" height="10" fill="{_missing_fill(0.0)}" '
+                 f'stroke="#cccccc"/><text x="24" y="33" fill="#222222">none missing</text>'
+                 f'<rect x="112" y="24" width="12" height="10" fill="{_missing_fill(0.5)}"/>'
+                 f'<text x="128" y="33" fill="#222222">half</text><rect x="168" y="24" width="12" height="10" '
+                 f'fill="{_missing_fill(1.0)}"/><text x="184" y="33" fill="#222222">all of the block</text></g>')
+    if not columns or not blocks:
+        parts.append(_empty_note(frame, "no columns to draw"))
+    for r, (name, row) in enumerate(zip(columns, shares, strict=True)):
+        y = frame.top + r * row_h
+        label = name if len(name) <= 28 else name[:27] + "…"
+        parts.append(f'<text x="{frame.left - 6:.1f}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" '
+                     f'fill="{_AXIS_COLOUR}">{_esc(label)}<title>{_esc(name)}</title></text>')
+        for b, share in enumerate(row):
+            first, last = b * block_rows + 1, min((b + 1) * block_rows, rows)
+            parts.append(f'<rect class="mark cell" x="{frame.left + b * cell:.1f}" y="{y + 1:.1f}" '
+                         f'width="{max(cell - 1, 1):.1f}" height="{row_h - 2}" fill="{_missing_fill(share)}">'
+                         f'<title>{_esc(name)} · rows {first:,}–{last:,}: {share:.1%} missing</title></rect>')
+    y = frame.top + row_h * len(columns) + 14
+    parts.append(f'<text x="{frame.left:.1f}" y="{y:.1f}" fill="{_AXIS_COLOUR}">row 1</text>')
+    parts.append(f'<text x="{frame.left + frame.plot_width:.1f}" y="{y:.1f}" text-anchor="end" '
+                 f'fill="{_AXIS_COLOUR}">row {rows:,} ({block_rows:,} rows per cell)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def bar_list(labels: Sequence[str], values: Sequence[float], *, title: str, x_label: str = "",
+             percent: bool = False, width: int = 640) -> str:
+    """One horizontal bar per label, in the order given (a ranking such as feature importance).
+
+    A negative value draws left of zero (a column whose shuffling helped, by chance).
+
+    >>> svg = bar_list(["age", "state"], [0.12, 0.03], title="Importance")
+    >>> svg.count('class="mark bar"')
+    2
+    """
+    if len(labels) != len(values):
+        raise ValueError(f"bar_list: {len(labels)} labels and {len(values)} values; give one value per label")
+    finite = [float(v) for v in values if _finite(v)]
+    scale = _YScale.fit([0.0, *finite], log=False, percent=percent)
+    row_h = 20
+    label_w = min(180, 12 + _CHAR_PX * max((len(str(k)) for k in labels), default=4))
+    height = int(30 + 42 + row_h * max(len(labels), 1))
+    frame = _Frame(width, height, left=label_w, bottom=42, top=30)
+    parts = [_open(width, height, title), _title(title), *_x_axis_scaled(frame, scale, x_label, grid=True)]
+    if not finite:
+        parts.append(_empty_note(frame, "no values to draw yet"))
+    zero = _x_of(frame, scale, 0.0)
+    for r, (name, value) in enumerate(zip(labels, values, strict=True)):
+        y = frame.top + r * row_h
+        text = str(name) if len(str(name)) <= 28 else str(name)[:27] + "…"
+        parts.append(f'<text x="{frame.left - 6:.1f}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" '
+                     f'fill="{_AXIS_COLOUR}">{_esc(text)}<title>{_esc(name)}</title></text>')
+        if not _finite(value):
+            continue
+        end = _x_of(frame, scale, value)
+        x, w = min(zero, end), max(abs(end - zero), 0.5)
+        parts.append(f'<rect class="mark bar" x="{x:.1f}" y="{y + 3:.1f}" width="{w:.1f}" height="{row_h - 6}" '
+                     f'fill="{PALETTE[0]}"><title>{_esc(name)}: {scale.text(value)}</title></rect>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -463,6 +639,60 @@ def _goal_line(frame: _Frame, scale: _YScale, goal: float, label: str) -> list[s
 def _empty_note(frame: _Frame, text: str) -> str:
     return (f'<text x="{frame.left + frame.plot_width / 2:.1f}" y="{frame.top + frame.plot_height / 2:.1f}" '
             f'text-anchor="middle" fill="#888888">{_esc(text)}</text>')
+
+
+def _x_of(frame: _Frame, scale: _YScale, value: float) -> float:
+    """Where ``value`` sits on a numeric x axis that uses a :class:`_YScale` for its range and ticks."""
+    if scale.log:
+        v = math.log10(max(value, scale.lo))
+        share = (v - math.log10(scale.lo)) / (math.log10(scale.hi) - math.log10(scale.lo))
+    else:
+        share = (value - scale.lo) / (scale.hi - scale.lo)
+    return frame.left + min(max(share, 0.0), 1.0) * frame.plot_width
+
+
+def _x_axis_scaled(frame: _Frame, scale: _YScale, label: str, *, grid: bool = False) -> list[str]:
+    y = frame.plot_bottom
+    parts = [f'<line class="axis" x1="{frame.left:.1f}" y1="{y:.1f}" x2="{frame.left + frame.plot_width:.1f}" '
+             f'y2="{y:.1f}" stroke="{_AXIS_COLOUR}"/>']
+    for t in scale.ticks:
+        x = _x_of(frame, scale, t)
+        if grid:
+            parts.append(f'<line x1="{x:.1f}" y1="{frame.top:.1f}" x2="{x:.1f}" y2="{y:.1f}" stroke="{_GRID_COLOUR}"/>')
+        parts.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x:.1f}" y2="{y + 4:.1f}" stroke="{_AXIS_COLOUR}"/>')
+        parts.append(f'<text x="{x:.1f}" y="{y + 16:.1f}" text-anchor="middle" fill="{_AXIS_COLOUR}">'
+                     f"{scale.tick_text(t)}</text>")
+    if label:
+        parts.append(f'<text x="{frame.left + frame.plot_width / 2:.1f}" y="{y + 32:.1f}" text-anchor="middle" '
+                     f'fill="{_AXIS_COLOUR}">{_esc(label)}</text>')
+    return parts
+
+
+def _xy_series(frame: _Frame, xs: _YScale, ys: _YScale, s: XYSeries, colour: str) -> list[str]:
+    points = [(x, y) for x, y in zip(s.x, s.y, strict=True) if _finite(x) and _finite(y)]
+    parts = []
+    if s.mode in ("line", "both") and len(points) > 1:
+        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        d = " ".join(f"{'M' if k == 0 else 'L'}{_x_of(frame, xs, x):.1f} {ys.y(frame, y):.1f}"
+                     for k, (x, y) in enumerate(points))
+        parts.append(f'<path class="mark line" d="{d}" fill="none" stroke="{colour}" stroke-width="2"{dash}>'
+                     f"<title>{_esc(s.name)}</title></path>")
+    if s.mode in ("points", "both"):
+        radius, opacity = ("3", "1") if s.mode == "both" else ("2.2", "0.55")
+        for x, y in points:
+            parts.append(f'<circle class="mark point" cx="{_x_of(frame, xs, x):.1f}" cy="{ys.y(frame, y):.1f}" '
+                         f'r="{radius}" fill="{colour}" fill-opacity="{opacity}"><title>{_esc(s.name)}: '
+                         f"({xs.text(x)}, {ys.text(y)})</title></circle>")
+    return parts
+
+
+def _missing_fill(share: float) -> str:
+    """Pale grey for none missing, then from light to deep orange as the share grows."""
+    if not _finite(share) or share <= 0:
+        return "#F1F3F5"
+    t = min(max(share, 0.0), 1.0) ** 0.5  # a few missing values should already show
+    low, high = (0xFD, 0xD9, 0xB5), (0xB3, 0x3C, 0x00)
+    return "#" + "".join(f"{round(a + (b - a) * t):02X}" for a, b in zip(low, high, strict=True))
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Built only from the store (nothing is recomputed): a summary (model versions ser
 drift per column over the windows (PSI, with the threshold), the distributions of the most drifted
 columns side by side (the served model's training snapshot against the latest window's logged rows),
 labeled and estimated performance per window with their 95% intervals against the goal, data quality
-per window, latency p50 and p99, the windows and the alerts.
+per window with the requests serving refused by column and kind, latency p50 and p99, the windows and the
+alerts.
 
 >>> report = monitoring_report(store, "benefits-outreach")     # doctest: +SKIP
 >>> report.write("monitoring.html")                             # doctest: +SKIP
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from loopml.spec import ProjectSpec
     from loopml.store import ModelVersion, Store
 
-__all__ = ["monitoring_report"]
+__all__ = ["monitoring_context", "monitoring_report"]
 
 _KIND = "predictions"  # the store's kind for `loopml monitor` windows
 _DRIFT_LINES = 6  # columns drawn in the drift chart; the table lists the rest
@@ -59,6 +60,16 @@ def monitoring_report(store: Store, project: str, *, spec: ProjectSpec | None = 
     >>> "Drift per column" in html                                          # doctest: +SKIP
     True
     """
+    return render_page("monitoring.html.j2", **monitoring_context(store, project, spec=spec, windows=windows))
+
+
+def monitoring_context(store: Store, project: str, *, spec: ProjectSpec | None = None,
+                       windows: int = 100) -> dict[str, Any]:
+    """What the monitoring page shows, as its template's context; the report and the dashboard render it.
+
+    >>> monitoring_context(store, "benefits-outreach")["alert_total"]     # doctest: +SKIP
+    1
+    """
     if windows < 1:
         raise ValueError(f"windows={windows}: give how many of the latest windows to show, 1 or more")
     stored = store.monitor_windows(project, kind=_KIND, last=windows)
@@ -81,13 +92,14 @@ def monitoring_report(store: Store, project: str, *, spec: ProjectSpec | None = 
         "distributions": _distributions(store, project, computed, versions),
         "performance": _performance(computed, goal),
         "quality": _quality(computed, spec),
+        "rejected": _rejected(stored),
         "latency": _latency(computed, spec),
         "windows": _windows_table(stored, alerts),
         "alerts": _alerts_table(alerts),
         "alert_total": len(alerts),
         "notes": _notes(computed),
     }
-    return render_page("monitoring.html.j2", **context)
+    return context
 
 
 # -- summary -------------------------------------------------------------------------------------
@@ -291,7 +303,7 @@ def _quality(computed: list[dict[str, Any]], spec: ProjectSpec | None) -> dict[s
     if spec is not None:
         limits = spec.operations.monitor.quality.model_dump()
     for w in judged:
-        for b in w["metrics"]["quality"]["breaches"]:
+        for b in _breaches(w):
             limits.setdefault(b["measure"], b["limit"])
     series = []
     for key, name in _QUALITY_MEASURES:
@@ -299,12 +311,34 @@ def _quality(computed: list[dict[str, Any]], spec: ProjectSpec | None) -> dict[s
         if key in limits:
             name = f"{name} (limit {limits[key]:.0%})"
         series.append(Series(name, values))
+    if any("rejected" in w["metrics"] for w in judged):
+        name = "refused at serving" + (f" (limit {limits['rejected']:.0%})" if "rejected" in limits else "")
+        series.append(Series(name, [(w["metrics"].get("rejected") or {}).get("share") for w in judged]))
     chart = bar_chart([_label(w) for w in judged], series, title="Worst column per measure and window",
                       y_label="share of rows", percent=True)
-    breaches = [{"window": _label(w), "column": b["column"], "measure": b["measure"].replace("_", " "),
-                 "value": b["value"], "limit": b["limit"]}
-                for w in reversed(judged) for b in w["metrics"]["quality"]["breaches"]][:50]
+    breaches = [{"window": _label(w), "column": b["column"] or "(all requests)",
+                 "measure": b["measure"].replace("_", " "), "value": b["value"], "limit": b["limit"]}
+                for w in reversed(judged) for b in _breaches(w)][:50]
     return {"chart": svg(chart), "breaches": breaches, "shown": len(judged)}
+
+
+def _breaches(window: dict[str, Any]) -> list[dict[str, Any]]:
+    """A window's quality breaches, the share of refused rows included."""
+    breach = (window["metrics"].get("rejected") or {}).get("breach")
+    return [*window["metrics"]["quality"]["breaches"], *([breach] if breach else [])]
+
+
+def _rejected(stored: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The requests serving refused, per window (empty ones too), column and kind; None when there were none."""
+    counted = [w for w in stored if (w["metrics"].get("rejected") or {}).get("requests")][-_QUALITY_WINDOWS:]
+    if not counted:
+        return None
+    rows = [{"window": _label(w), "column": g["column"] or "(request)", "kind": g["kind"].replace("_", " "),
+             "requests": g["requests"], "rows": g["rows"], "example": g["example"] or ""}
+            for w in reversed(counted) for g in w["metrics"]["rejected"]["columns"]][:_ALERT_ROWS]
+    return {"rows": rows, "shown": len(counted),
+            "requests": sum(w["metrics"]["rejected"]["requests"] for w in counted),
+            "refused_rows": sum(w["metrics"]["rejected"]["rows"] for w in counted)}
 
 
 def _worst(columns: dict[str, dict[str, Any]], key: str) -> float | None:

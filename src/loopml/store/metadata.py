@@ -18,10 +18,11 @@ import math
 import os
 import platform
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic import command
@@ -37,6 +38,9 @@ from loopml.store.artifacts import PICKLE_REFUSED, ArtifactStore, pickle_family
 __all__ = ["ANSWERED", "ModelVersion", "ROLES", "SnapshotRecord", "Store", "store_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATING = threading.Lock()
+_MIGRATION_LOCK_KEY = 0x6C6F6F706D6C  # the PostgreSQL advisory lock migrations hold ("loopml" in hex)
+_REGISTER_LOCK_KEY = 0x6C6D  # with the project's hash: the advisory lock that numbers a project's versions
 # Who produced a logged prediction: the champion or a canary answered the request; a shadow scored it unseen.
 ROLES = ("champion", "canary", "shadow")
 ANSWERED = ("champion", "canary")
@@ -134,7 +138,11 @@ class Store:
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
+            # Alembic's context is process-global: one upgrade at a time in this process.
+            with _MIGRATING, self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Processes opening one database at once: one upgrades, the others wait, then find it done.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except sa.exc.OperationalError as exc:
@@ -271,6 +279,10 @@ class Store:
         ref = self.artifacts.put(model_bytes, kind="models", suffix=".json")
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Two runs of one project registering at once: numbered one after the other, not both max + 1.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:project))"),
+                                 {"key": _REGISTER_LOCK_KEY, "project": project})
                 artifact_id = self._artifact_row(conn, project, "model", ref)
                 version = (conn.execute(sa.select(sa.func.max(t.model_versions.c.version))
                                         .where(t.model_versions.c.project == project)).scalar() or 0) + 1
@@ -375,31 +387,72 @@ class Store:
         return self._versions_where(t.model_versions.c.id == mv_id)[0]
 
     def set_alias(self, project: str, alias: str, version: int, *, actor: str, reason: str,
-                  decision: Decision | None = None) -> ModelVersion | None:
-        """Point ``alias`` at ``version``; returns the version it pointed at before. One transaction."""
+                  decision: Decision | None = None,
+                  expect: ModelVersion | None | Literal["any"] = "any") -> ModelVersion | None:
+        """Point ``alias`` at ``version``; returns the version it pointed at before. One transaction.
+
+        The alias row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL), so concurrent moves queue and
+        each history row names the version its move replaced. ``expect``: the version the caller saw the
+        alias point at (None: no alias yet); when it moved meanwhile, :class:`ConflictError` and nothing
+        changes, so a decision written from what the caller saw never contradicts the history.
+
+        >>> seen = store.alias("shop", "champion")                                           # doctest: +SKIP
+        >>> store.set_alias("shop", "champion", 3, actor="ana", reason="beats v2", expect=seen)  # doctest: +SKIP
+        ModelVersion(version=2, ...)
+        """
         target = self.model_version(project, version)
-        with self.engine.begin() as conn:
-            status = conn.execute(sa.select(t.model_versions.c.status).where(t.model_versions.c.id == target.id)
-                                  .with_for_update()).scalar()
-            if status == "archived":
-                raise ConflictError(f"model version {version} of project '{project}' is archived and cannot become "
-                                    f"{alias}; promote a version that is not archived, or register a new one with "
-                                    "`loopml run`")
-            prev_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
-                t.aliases.c.project == project, t.aliases.c.alias == alias)
-                .with_for_update()).scalar()
-            if prev_id is None:
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    prev_id = self._move_alias(conn, project, alias, target, actor, reason, decision, expect)
+                break
+            except _AliasTaken:
+                # There was no row to lock, and another transaction created the alias first: look again.
+                if expect != "any" or attempt:
+                    with self.engine.connect() as conn:
+                        now_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
+                            t.aliases.c.project == project, t.aliases.c.alias == alias)).scalar()
+                        raise self._moved(conn, project, alias, now_id, None if expect == "any" else expect) \
+                            from None
+        return self._versions_where(t.model_versions.c.id == prev_id)[0] if prev_id else None
+
+    def _move_alias(self, conn: Connection, project: str, alias: str, target: ModelVersion, actor: str,
+                    reason: str, decision: Decision | None, expect: ModelVersion | None | str) -> int | None:
+        status = conn.execute(sa.select(t.model_versions.c.status).where(t.model_versions.c.id == target.id)
+                              .with_for_update()).scalar()
+        if status == "archived":
+            raise ConflictError(f"model version {target.version} of project '{project}' is archived and cannot "
+                                f"become {alias}; promote a version that is not archived, or register a new one with "
+                                "`loopml run`")
+        prev_id = conn.execute(sa.select(t.aliases.c.model_version_id).where(
+            t.aliases.c.project == project, t.aliases.c.alias == alias).with_for_update()).scalar()
+        if expect != "any" and prev_id != (expect.id if expect is not None else None):  # type: ignore[union-attr]
+            raise self._moved(conn, project, alias, prev_id, expect)  # type: ignore[arg-type]
+        if prev_id is None:
+            try:
                 conn.execute(t.aliases.insert().values(project=project, alias=alias, model_version_id=target.id,
                                                        updated_at=_now()))
-            else:
-                conn.execute(t.aliases.update().where(t.aliases.c.project == project, t.aliases.c.alias == alias)
-                             .values(model_version_id=target.id, updated_at=_now()))
-            conn.execute(t.alias_history.insert().values(
-                project=project, alias=alias, model_version_id=target.id, previous_version_id=prev_id,
-                actor=actor, reason=reason, at=_now()))
-            if decision is not None:
-                self.record_decision(project, decision, conn)
-        return self._versions_where(t.model_versions.c.id == prev_id)[0] if prev_id else None
+            except sa.exc.IntegrityError:
+                raise _AliasTaken from None
+        else:
+            conn.execute(t.aliases.update().where(t.aliases.c.project == project, t.aliases.c.alias == alias)
+                         .values(model_version_id=target.id, updated_at=_now()))
+        conn.execute(t.alias_history.insert().values(
+            project=project, alias=alias, model_version_id=target.id, previous_version_id=prev_id,
+            actor=actor, reason=reason, at=_now()))
+        if decision is not None:
+            self.record_decision(project, decision, conn)
+        return prev_id
+
+    @staticmethod
+    def _moved(conn: Connection, project: str, alias: str, now_id: int | None,
+               expect: ModelVersion | None) -> ConflictError:
+        now = conn.execute(sa.select(t.model_versions.c.version).where(t.model_versions.c.id == now_id)).scalar() \
+            if now_id is not None else None
+        saw = f"v{expect.version}" if expect is not None else "no version"
+        return ConflictError(f"the {alias} of project '{project}' moved to {f'v{now}' if now else 'no version'} "
+                             f"while this change was made (it expected {saw}); nothing changed. Check "
+                             "`loopml models list` and try again")
 
     def clear_alias(self, project: str, alias: str, *, actor: str, reason: str, decision: Decision | None = None,
                     only_if: int | None = None) -> ModelVersion | None:
@@ -466,7 +519,8 @@ class Store:
         A row holds ``id``, ``features``, ``prediction`` and optionally ``probability`` and ``latency_ms``;
         it may carry its own ``model_version_id`` and ``created_at`` (a group commit mixes requests), and its
         ``role`` (``champion``, the default, or ``canary``: it answered; ``shadow``: the challenger scored the
-        record without answering, and ``shadow_of`` names the answered prediction's id).
+        record without answering, and ``shadow_of`` names the answered prediction's id), and the ``worker``
+        that logged it ("host:pid"; :class:`~loopml.operations.predlog.PredictionLog` stamps its process).
         ``skip_existing`` makes a retried write idempotent: ids already stored are left as they are.
 
         >>> store.log_predictions("benefits-outreach", mv.id, [{"id": "9f0c", "features": {"age": 41},
@@ -557,6 +611,102 @@ class Store:
             q = q.where(t.predictions.c.role.in_(roles))
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
+
+    # -- requests refused at serving's door -------------------------------------------------------
+
+    def log_rejections(self, project: str, rows: list[dict[str, Any]], *, skip_existing: bool = False) -> None:
+        """Append rejected requests in one transaction: one row per request, column and kind of violation.
+
+        A row holds ``id`` (new per row), ``request_id`` and ``kind``, and optionally ``column`` (None: the
+        request as a whole), ``rows`` (the request's rows with this problem), ``request_rows`` (rows it sent;
+        None when its body could not be read), ``example`` (one reason, truncated to 300 characters),
+        ``model_version_id`` and ``created_at``. ``skip_existing`` makes a retried write idempotent.
+
+        >>> store.log_rejections("benefits-outreach", [{"id": "e1", "request_id": "r1", "column": "age",
+        ...                      "kind": "type", "rows": 2, "request_rows": 5}])            # doctest: +SKIP
+        """
+        if not rows:
+            return
+        now = _now()
+        values = [_rejection_values(project, now, r) for r in rows]
+        insert = (_insert_skipping_existing(self.engine.dialect.name, t.rejections) if skip_existing
+                  else t.rejections.insert())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert, values)
+        except sa.exc.IntegrityError as exc:
+            raise ConflictError(
+                f"cannot log {len(rows)} rejections for project '{project}': {exc.orig}; every rejection id must be "
+                "new and model_version_id must name a registered model version") from None
+
+    def rejections(self, project: str, *, after_seq: int = 0, up_to_seq: int | None = None,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        """Rejection rows with seq in (``after_seq``, ``up_to_seq``], oldest first, at most ``limit``.
+
+        A window's bounds are in its metrics (``rejected.after_seq``, ``rejected.last_seq``).
+        """
+        r = t.rejections
+        q = sa.select(r.c.seq, r.c.id, r.c.request_id, r.c.model_version_id, r.c.column_name.label("column"),
+                      r.c.kind, r.c.rows, r.c.request_rows, r.c.example, r.c.created_at) \
+            .where(r.c.project == project, r.c.seq > after_seq)
+        if up_to_seq is not None:
+            q = q.where(r.c.seq <= up_to_seq)
+        with self.engine.connect() as conn:
+            return [{**row, "created_at": _utc(row["created_at"])}
+                    for row in conn.execute(q.order_by(r.c.seq).limit(limit)).mappings()]
+
+    def rejection_counts(self, project: str, *, after_seq: int, until: datetime) -> dict[str, Any]:
+        """Counts of the rejections after ``after_seq`` up to the last one logged at or before ``until``.
+
+        That is the share of the refused requests a monitoring window owns (seqs ``after_seq`` + 1 to
+        ``last_seq``): every rejection is counted by exactly one window, one written late by the next.
+        ``requests`` and ``rows`` (summed ``request_rows``; ``unsized`` requests had a body that could not
+        be read), and per column and kind: requests, rows with that problem and one example reason.
+
+        >>> store.rejection_counts("benefits-outreach", after_seq=0, until=now)["columns"]   # doctest: +SKIP
+        [{'column': 'age', 'kind': 'type', 'requests': 3, 'rows': 4, 'example': "expected a number, ..."}]
+        """
+        r = t.rejections
+        mine = [r.c.project == project, r.c.seq > after_seq]
+        with self.engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(r.c.seq)).where(*mine, r.c.created_at <= until)).scalar()
+            if last is None:
+                return {"after_seq": after_seq, "last_seq": after_seq, "requests": 0, "rows": 0, "unsized": 0,
+                        "columns": []}
+            span = [*mine, r.c.seq <= last]
+            per_request = sa.select(r.c.request_id, sa.func.max(r.c.request_rows).label("n")).where(*span) \
+                .group_by(r.c.request_id).subquery()
+            requests, rows, sized = conn.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.sum(per_request.c.n), 0),
+                sa.func.count(per_request.c.n))).one()
+            groups = conn.execute(
+                sa.select(r.c.column_name, r.c.kind, sa.func.count(sa.distinct(r.c.request_id)),
+                          sa.func.coalesce(sa.func.sum(r.c.rows), 0), sa.func.min(r.c.example))
+                .where(*span).group_by(r.c.column_name, r.c.kind)).all()
+        columns = [{"column": c, "kind": k, "requests": int(n), "rows": int(m), "example": e}
+                   for c, k, n, m, e in groups]
+        columns.sort(key=lambda g: (-g["rows"], -g["requests"], g["column"] or "", g["kind"]))
+        return {"after_seq": after_seq, "last_seq": int(last), "requests": int(requests), "rows": int(rows),
+                "unsized": int(requests - sized), "columns": columns}
+
+    def predictions_per_worker(self, project: str, *, first_seq: int | None = None,
+                               last_seq: int | None = None) -> dict[str | None, int]:
+        """Answered predictions per serving worker ("host:pid"; None: logged without one), seq range inclusive.
+
+        With several workers each writes its own rows to the one log; monitoring reads them together, so a
+        window's rows are the sum of this over its seq range.
+
+        >>> store.predictions_per_worker("benefits-outreach")        # doctest: +SKIP
+        {'web-1:4121': 512, 'web-1:4122': 488}
+        """
+        p = t.predictions
+        q = sa.select(p.c.worker, sa.func.count()).where(p.c.project == project, p.c.role != "shadow")
+        if first_seq is not None:
+            q = q.where(p.c.seq >= first_seq)
+        if last_seq is not None:
+            q = q.where(p.c.seq <= last_seq)
+        with self.engine.connect() as conn:
+            return {worker: n for worker, n in conn.execute(q.group_by(p.c.worker))}
 
     # -- monitoring ----------------------------------------------------------------------------
 
@@ -789,12 +939,18 @@ class Store:
         existing = conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.path == ref.path)).scalar()
         if existing is not None:
             return existing
-        return conn.execute(t.artifacts.insert().values(project=project, kind=kind, path=ref.path, sha256=ref.sha256,
-                                                        size=ref.size, created_at=_now())).inserted_primary_key[0]
+        # Content-addressed: two runs (of any projects) may store the same bytes at once; the first row stays.
+        conn.execute(_insert_skipping_existing(conn.dialect.name, t.artifacts, "path").values(
+            project=project, kind=kind, path=ref.path, sha256=ref.sha256, size=ref.size, created_at=_now()))
+        return conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.path == ref.path)).scalar_one()
 
     def _artifact_referenced(self, rel: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.path == rel)).first() is not None
+
+
+class _AliasTaken(Exception):
+    """The alias did not exist when read, and another transaction inserted it before this one could."""
 
 
 class _Borrowed:
@@ -823,7 +979,23 @@ def _prediction_values(project: str, model_version_id: int, now: datetime, row: 
     return {"id": row["id"], "project": project, "model_version_id": row.get("model_version_id", model_version_id),
             "features": row["features"], "prediction": row["prediction"], "probability": row.get("probability"),
             "latency_ms": row.get("latency_ms"), "created_at": row.get("created_at") or now, "role": role,
-            "shadow_of": shadow_of}
+            "shadow_of": shadow_of, "worker": row.get("worker")}
+
+
+_REJECTION_FIELDS = ("id", "request_id", "kind")
+
+
+def _rejection_values(project: str, now: datetime, row: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in _REJECTION_FIELDS if not row.get(k)]
+    if missing:
+        raise StoreError(f"a rejection to log lacks {', '.join(missing)}; each row needs id, request_id and kind "
+                         f"(got keys: {', '.join(sorted(row)) or 'none'})")
+    column, example = row.get("column"), row.get("example")
+    return {"id": row["id"], "project": project, "request_id": row["request_id"],
+            "model_version_id": row.get("model_version_id"),
+            "column_name": None if column is None else str(column)[:200],
+            "kind": str(row["kind"])[:32], "rows": row.get("rows"), "request_rows": row.get("request_rows"),
+            "example": None if example is None else str(example)[:300], "created_at": row.get("created_at") or now}
 
 
 def row_role(row: dict[str, Any]) -> tuple[str, str | None]:
@@ -844,15 +1016,15 @@ def row_role(row: dict[str, Any]) -> tuple[str, str | None]:
     return role, shadow_of
 
 
-def _insert_skipping_existing(dialect: str):
-    # INSERT ... ON CONFLICT (id) DO NOTHING: a write retried after an ambiguous commit adds nothing twice.
+def _insert_skipping_existing(dialect: str, table: sa.Table = t.predictions, key: str = "id"):
+    # INSERT ... ON CONFLICT (key) DO NOTHING: a write retried after an ambiguous commit adds nothing twice.
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         raise StoreError(f"skip_existing needs PostgreSQL or SQLite; this store runs on {dialect}")
-    return insert(t.predictions).on_conflict_do_nothing(index_elements=["id"])
+    return insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
 def _decision(r) -> Decision:

@@ -151,6 +151,8 @@ predictions = sa.Table(
     # is the challenger scoring the same record without answering, and shadow_of is the answered row's id.
     sa.Column("role", sa.String(16), nullable=False, server_default="champion"),
     sa.Column("shadow_of", sa.String(32), index=True),
+    # Migration 0007: the serving process that logged the row, "host:pid" (null before 0007 or outside serving).
+    sa.Column("worker", sa.String(200)),
 )
 
 feedback = sa.Table(
@@ -216,4 +218,22 @@ checkpoints = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
     _ts("updated_at"),
+)
+
+
+# Migration 0006: requests POST /predict refused (422), one row per request, column and kind of violation.
+rejections = sa.Table(
+    "rejections", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=False),
+    sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id")),
+    sa.Column("column_name", sa.String(200)),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("rows", sa.Integer),
+    sa.Column("request_rows", sa.Integer),
+    sa.Column("example", sa.String(300)),
+    _ts("created_at"),
+    sa.Index("ix_rejections_project_seq", "project", "seq"),
 )
