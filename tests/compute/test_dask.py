@@ -77,7 +77,7 @@ def test_no_scheduler_answering_names_the_address_and_the_fix():
 
 def test_a_scheduler_without_workers_says_how_to_start_one():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None) as empty:
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as empty:
         with pytest.raises(ComputeError, match=r"has no worker after 1s; start one with `dask worker tcp://"):
             connect(empty.scheduler_address, timeout_s=1)
 
