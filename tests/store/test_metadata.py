@@ -2,14 +2,13 @@
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from loopml.decisions import Decision
 from loopml.errors import ArtifactError, ConflictError, StoreError
 from loopml.store import Store
 from loopml.store.metadata import _MIGRATIONS
+
+from .old_stores import at_revision, head
 
 
 def _snapshot(store, project="p", key="k"):
@@ -25,13 +24,8 @@ def _register(store, project="p", data=b'{"format": "loopml.model/1"}', **kw):
                                 lineage={"packages": {}}, **kw)
 
 
-def _head() -> str:
-    """The newest migration, read from the migration scripts themselves."""
-    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
-
-
 def test_schema_is_migrated_to_head(store):
-    assert store.schema_version() == _head() == max(p.name[:4] for p in (_MIGRATIONS / "versions").glob("0*.py"))
+    assert store.schema_version() == head() == max(p.name[:4] for p in (_MIGRATIONS / "versions").glob("0*.py"))
 
 
 def test_sqlite_store_uses_wal_in_the_project_folder(tmp_path):
@@ -248,16 +242,6 @@ def test_alias_history_names_versions_actors_and_reasons(store):
 # -- migrations: an existing 0001 store upgrades in place ---------------------------------------------
 
 
-def _at_revision(url: str, revision: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    return engine
-
-
 def _fill_0001(engine: sa.Engine) -> None:
     """Rows as a 0001 store holds them: a run that registered v1 with its decision, an alias, a prediction."""
     at = "2024-05-01 12:00:00"
@@ -289,14 +273,14 @@ def _fill_0001(engine: sa.Engine) -> None:
 def test_a_0001_store_upgrades_without_losing_rows(dialect, tmp_path, request):
     url = request.getfixturevalue("postgres_url") if dialect == "postgresql" else \
         f"sqlite:///{tmp_path / 'old.db'}"
-    engine = _at_revision(url, "0001")
+    engine = at_revision(url, "0001")
     _fill_0001(engine)
     tables = ("runs", "decisions", "artifacts", "snapshots", "model_versions", "aliases", "predictions")
     with engine.connect() as conn:
         before = {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() for name in tables}
     engine.dispose()
     s = Store.open(tmp_path, url=url)
-    assert s.schema_version() == _head()
+    assert s.schema_version() == head()
     with s.engine.connect() as conn:
         assert {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() for name in tables} == before
     [mv] = s.model_versions("p")

@@ -1,14 +1,11 @@
 """Who produced each logged prediction (champion, canary, shadow), on SQLite and PostgreSQL, and the 0005 upgrade."""
 
 import pytest
-import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from loopml.errors import ConflictError, StoreError
 from loopml.store import Store
-from loopml.store.metadata import _MIGRATIONS
+
+from .old_stores import at_revision, head, version_one
 
 
 def _version(store, key: str):
@@ -91,32 +88,14 @@ def test_the_challenger_alias_can_be_cleared_and_the_champion_cannot(store, vers
 # -- migration 0005: a 0004 store upgrades in place ----------------------------------------------------
 
 
-def _at_0004(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
-    return engine
-
-
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_0004_store_upgrades_and_keeps_every_prediction_and_label(dialect, tmp_path, request):
     url = request.getfixturevalue("postgres_url") if dialect == "postgresql" else f"sqlite:///{tmp_path / 'old.db'}"
-    engine = _at_0004(url)
+    engine = at_revision(url, "0004")
     at = "2024-05-01 12:00:00"
     with engine.begin() as conn:
         for sql in (
-            f"INSERT INTO artifacts (id, project, kind, path, sha256, size, created_at) VALUES (1, 'p', 'snapshot', "
-            f"'s.parquet', '{'a' * 64}', 3, '{at}')",
-            f"INSERT INTO artifacts (id, project, kind, path, sha256, size, created_at) VALUES (2, 'p', 'model', "
-            f"'m.json', '{'b' * 64}', 2, '{at}')",
-            "INSERT INTO snapshots (id, project, input_key, data_hash, artifact_id, rows, columns, contract, report, "
-            f"created_at) VALUES (1, 'p', 'k', 'd', 1, 10, 3, '{{}}', '{{}}', '{at}')",
-            "INSERT INTO model_versions (id, project, version, input_key, snapshot_id, artifact_id, spec_hash, family, "
-            f"metrics, operating_point, lineage, status, created_at) VALUES (1, 'p', 1, 'm', 1, 2, 's', 'linear', "
-            f"'{{}}', '{{}}', '{{}}', 'registered', '{at}')",
+            *version_one(at),
             # seq left to the database, as the server logs rows (PostgreSQL's sequence then moves on with them).
             "INSERT INTO predictions (id, project, model_version_id, features, prediction, created_at) VALUES "
             f"('a1', 'p', 1, '{{\"x\": 1}}', '\"yes\"', '{at}')",
@@ -127,7 +106,7 @@ def test_a_0004_store_upgrades_and_keeps_every_prediction_and_label(dialect, tmp
             conn.exec_driver_sql(sql)
     engine.dispose()
     store = Store.open(tmp_path, url=url)
-    assert store.schema_version() == ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+    assert store.schema_version() == head()
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT id, role, shadow_of FROM predictions ORDER BY seq").all()
     assert [tuple(r) for r in rows] == [("a1", "champion", None), ("a2", "champion", None)]

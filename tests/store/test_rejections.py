@@ -3,14 +3,11 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from loopml.errors import ConflictError, StoreError
 from loopml.store import Store
-from loopml.store.metadata import _MIGRATIONS
+
+from .old_stores import at_revision, head, version_one
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -74,24 +71,11 @@ def test_long_column_names_and_examples_are_truncated(store):
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_0005_store_upgrades_and_keeps_its_predictions_and_windows(dialect, tmp_path, request):
     url = request.getfixturevalue("postgres_url") if dialect == "postgresql" else f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0005")
+    engine = at_revision(url, "0005")
     at = "2024-05-01 12:00:00"
     with engine.begin() as conn:
         for sql in (
-            f"INSERT INTO artifacts (id, project, kind, path, sha256, size, created_at) VALUES (1, 'p', 'snapshot', "
-            f"'s.parquet', '{'a' * 64}', 3, '{at}')",
-            f"INSERT INTO artifacts (id, project, kind, path, sha256, size, created_at) VALUES (2, 'p', 'model', "
-            f"'m.json', '{'b' * 64}', 2, '{at}')",
-            "INSERT INTO snapshots (id, project, input_key, data_hash, artifact_id, rows, columns, contract, report, "
-            f"created_at) VALUES (1, 'p', 'k', 'd', 1, 10, 3, '{{}}', '{{}}', '{at}')",
-            "INSERT INTO model_versions (id, project, version, input_key, snapshot_id, artifact_id, spec_hash, family, "
-            f"metrics, operating_point, lineage, status, created_at) VALUES (1, 'p', 1, 'm', 1, 2, 's', 'linear', "
-            f"'{{}}', '{{}}', '{{}}', 'registered', '{at}')",
+            *version_one(at),
             "INSERT INTO predictions (id, project, model_version_id, features, prediction, created_at, role) VALUES "
             f"('a1', 'p', 1, '{{\"x\": 1}}', '\"yes\"', '{at}', 'champion')",
             "INSERT INTO monitor_windows (project, model_version_id, first_seq, last_seq, rows, metrics, created_at, "
@@ -100,7 +84,7 @@ def test_a_0005_store_upgrades_and_keeps_its_predictions_and_windows(dialect, tm
             conn.exec_driver_sql(sql)
     engine.dispose()
     store = Store.open(tmp_path, url=url)
-    assert store.schema_version() == ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+    assert store.schema_version() == head()
     assert store.prediction_count("p") == 1
     [window] = store.monitor_windows("p", kind="predictions")
     assert (window["first_seq"], window["metrics"]) == (1, {"window": {}})

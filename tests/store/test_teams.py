@@ -14,16 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from conftest import write_spec
 
 from loopml.errors import ConflictError
 from loopml.operations.registry import promote, rollback
 from loopml.store import Store
 from loopml.store import schema as t
-from loopml.store.metadata import _MIGRATIONS, _REGISTER_LOCK_KEY
+from loopml.store.metadata import _REGISTER_LOCK_KEY
+
+from .old_stores import at_revision, head
 
 PROJECT = "p"
 
@@ -263,20 +262,10 @@ def test_two_runs_of_different_projects_at_once_keep_their_own_records(tmp_path,
 # -- upgrades in place ------------------------------------------------------------------------------
 
 
-def _at_revision(url: str, revision: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    return engine
-
-
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_0006_store_upgrades_and_its_predictions_have_no_worker(dialect, tmp_path, request):
     url = request.getfixturevalue("postgres_url") if dialect == "postgresql" else f"sqlite:///{tmp_path / 'old.db'}"
-    old = _at_revision(url, "0006")
+    old = at_revision(url, "0006")
     at = "2024-05-01 12:00:00"
     with old.begin() as conn:
         for sql in (
@@ -294,7 +283,7 @@ def test_a_0006_store_upgrades_and_its_predictions_have_no_worker(dialect, tmp_p
     old.dispose()
     store = Store.open(tmp_path, url=url)
     try:
-        assert store.schema_version() == ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+        assert store.schema_version() == head()
         store.log_predictions("p", 1, [{"id": "b2", "features": {}, "prediction": "no", "worker": "web-1:42"}])
         assert store.predictions_per_worker("p") == {None: 1, "web-1:42": 1}
         assert store.predictions_per_worker("p", first_seq=2) == {"web-1:42": 1}
