@@ -138,3 +138,21 @@ def test_replay_of_a_run_without_a_search_names_the_runs_that_have_one(project_d
     with pytest.raises(NotFoundError, match=f"run 99 of project 'benefits-test' has no recorded search to replay; "
                                             f"runs with one: {first.run_id}"):
         run_project(load_spec(project_dir), store, replay_run=99)
+
+
+def test_decisions_of_a_run_stay_its_own_when_another_run_of_the_project_writes_meanwhile(project_dir):
+    from loopml.decisions import Decision
+
+    spec = load_spec(project_dir)
+
+    class _BusyProject(Store):  # another run of the same project records a decision right after each move
+        def set_alias(self, project, *args, **kwargs):
+            moved = super().set_alias(project, *args, **kwargs)
+            self.record_decision(project, Decision(stage="model", gate="goal", verdict="fail", action="stop",
+                                                   next_stage=None, summary="another run", evidence={}, run_id=None))
+            return moved
+
+    result = run_project(spec, _BusyProject.open(spec.root))
+    assert result.outcome == "registered"
+    assert "another run" not in [d.summary for d in result.decisions]
+    assert {d.run_id for d in result.decisions} == {result.run_id}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata as _pkg
 from typing import Any, Literal
 
-from loopml.compute import Compute
+from loopml.compute import Compute, compute_for, optuna_batch
 from loopml.data import (
     assess,
     check_data,
@@ -43,6 +43,7 @@ from loopml.model import SearchPlan, TrainedModel, diagnose, evaluate, predict_l
 from loopml.model.features import feature_hook_sha256
 from loopml.spec import CleanSpec, ComputeSpec, ProjectSpec, spec_hash
 from loopml.store import ModelVersion, SnapshotRecord, Store
+from loopml.store._optuna import optuna_storage, study_name
 
 __all__ = ["MaintainResult", "RunResult", "maintain_project", "run_project"]
 
@@ -135,12 +136,6 @@ def _with_cluster(spec: ProjectSpec, cluster: str) -> ProjectSpec:
         raise SpecError(f"--cluster: {reason}", [f"--cluster: {reason}"]) from None
     return spec.model_copy(update={"compute": compute})
 
-
-def _batch(spec: ProjectSpec) -> int:
-    """Optuna trials asked at once: compute.batch, else 4 on a cluster and 1 in-process."""
-    from loopml.compute.dask import DEFAULT_BATCH
-
-    return spec.compute.batch or (DEFAULT_BATCH if spec.compute.dask else 1)
 
 
 def _recorded_trials(store: Store, project: str, run_id: int) -> list[dict[str, Any]]:
@@ -346,6 +341,8 @@ class _Loop:
         candidates = [s for s in spec.data.sources[1:] if s.name not in joined]
         if not candidates:
             return []
+        if (size := self._large_base()) is not None:  # measuring a source would read the large base whole
+            raise self._joins_refused(size, [c.name for c in candidates])
         rules = spec.data.acquisition
         self.progress("data", f"measuring what {len(candidates)} further source(s) add")
         base_score, metric = self._quick_score([])
@@ -391,6 +388,8 @@ class _Loop:
     def _build_snapshot(self, plan: CleanSpec, key: str, names: list[str]) -> SnapshotRecord:
         spec = self.spec
         target, task = spec.business.target, spec.business.task
+        if (size := self._large_base()) is not None:
+            return self._build_snapshot_in_partitions(plan, key, names, size)
         self.progress("data", "collecting sources")
         collected = collect(spec, names=names)
         self._decide("data", "collect", "info", "collected", "data",
@@ -414,6 +413,80 @@ class _Loop:
             self.project, input_key=key, data=frame_to_parquet(cleaned.frame), data_hash=frame_hash(cleaned.frame),
             rows=len(cleaned.frame), columns=len(contract.columns), contract=contract.model_dump(mode="json"),
             report=report)
+
+    # -- Data larger than memory: the base file cleaned in partitions on the cluster, stored as Parquet parts --
+
+    def _large_base(self) -> int | None:
+        """The base file's bytes when it takes the large path (compute.dask set, over compute.memory_limit)."""
+        from loopml.data.assess import _larger_than_memory
+
+        if self.spec.compute.dask is None:
+            return None
+        return _larger_than_memory(self.spec, self.spec.data.sources[0])
+
+    def _joins_refused(self, size: int, names: list[str]) -> Exception:
+        """The error (recorded as a decision first) for further sources next to a base larger than memory."""
+        from loopml.errors import DataError
+
+        base, limit = self.spec.data.sources[0].name, self.spec.compute.memory_limit
+        message = (f"base source '{base}' is {size:,} bytes, larger than compute.memory_limit ({limit:,} bytes), so "
+                   f"it is cleaned in partitions on the cluster, where joining further sources "
+                   f"({', '.join(map(repr, names))}) is not supported yet. Pre-join the files into one CSV or Parquet "
+                   f"file and list only it under data.sources, or raise compute.memory_limit above {size:,} bytes "
+                   "to join in memory")
+        self._decide("data", "collect", "fail", "stop", None, message,
+                     {"base": base, "bytes": size, "memory_limit": limit, "further_sources": names})
+        return DataError(message)
+
+    def _build_snapshot_in_partitions(self, plan: CleanSpec, key: str, names: list[str],
+                                      size: int) -> SnapshotRecord:
+        """Assess, clean and snapshot the base file in partitions on the cluster; nothing is read whole."""
+        import tempfile
+
+        from loopml.data._large import clean_in_partitions
+        from loopml.data._profile_dask import columns_of
+
+        spec = self.spec
+        base, limit = spec.data.sources[0], spec.compute.memory_limit
+        if names:
+            raise self._joins_refused(size, names)
+        usual = {"delimiter": (None, ","), "encoding": (None, "utf-8", "utf8"), "header": (None, True)}
+        options = {k: v for k, ok in usual.items() if (v := getattr(base, k)) not in ok}
+        if options:  # dask reads a file by its suffix, with a header, commas and UTF-8
+            from loopml.errors import DataError
+
+            raise DataError(f"source '{base.name}': {', '.join(f'{k}: {v!r}' for k, v in options.items())} cannot "
+                            f"be honoured when the file is read in partitions (it is {size:,} bytes, larger than "
+                            f"compute.memory_limit); convert it to Parquet or to a comma-separated UTF-8 CSV with a "
+                            f"header, or raise compute.memory_limit above {size:,} bytes")
+        compute = self._compute_here()
+        where = compute.describe()
+        self.progress("data", f"assessing and cleaning '{base.name}' in partitions on {where}")
+        started = time.monotonic()
+        scratch = spec.root / ".loopml"
+        scratch.mkdir(parents=True, exist_ok=True)
+        # The workers write the parts, so the folder is in the project: reachable from workers on this machine.
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="parts-") as out_dir:
+            large = clean_in_partitions(spec.source_path(base), spec.business.target, spec.business.task, plan,
+                                        client=compute.client, seed=spec.model.seed, limits=spec.data.limits,
+                                        memory_limit=limit, out_dir=out_dir, min_rows=spec.data.min_rows)
+            seconds = round(time.monotonic() - started, 2)
+            rows_in, on = large.report["cleaning"]["rows_in"], f"in {large.partitions} partitions on {where}"
+            read = {"name": base.name, "kind": base.kind, "description": base.path, "rows": rows_in,
+                    "columns": columns_of(spec.source_path(base)), "total_rows": rows_in, "more_rows": 0,
+                    "newest": None, "read_seconds": seconds, "cost_per_1k_rows": base.cost_per_1k_rows,
+                    "cost": rows_in / 1000 * base.cost_per_1k_rows, "path": base.path,
+                    "details": {"bytes": size, "memory_limit": limit, "partitions": large.partitions,
+                                "engine": large.report["assessment_raw"]["methods"].get("engine")}}
+            self._decide("data", "collect", "info", "collected", "data",
+                         f"{base.name}: {rows_in:,} rows {on} ({size:,} bytes, larger than compute.memory_limit "
+                         f"{limit:,}); read, assessed and cleaned in {seconds:.2f}s", {"sources": [read], "joins": []})
+            self._decide("data", "clean", "info", "cleaned", "data",
+                         f"{'; '.join(large.actions) or 'nothing to clean'} ({on})",
+                         {"plan": plan.model_dump(), **large.report["cleaning"]})
+            return self.store.save_snapshot_parts(
+                self.project, input_key=key, parts=large.parts, data_hash=large.data_hash, rows=large.rows,
+                columns=large.columns, contract=large.contract, report={**large.report, "sources_used": [base.name]})
 
     def _data_fix(self, plan: _Plan, diagnosis: dict[str, Any]) -> _Plan | None:
         """The concrete change to the Data stage that answers a diagnosed cause, recorded; None if none is left."""
@@ -482,7 +555,7 @@ class _Loop:
                        "loopml": _packages()["loopml"], "clean": plan.clean.model_dump(),
                        "seed": spec.model.seed, "holdout": spec.data.holdout, "plan": plan.search.describe(),
                        # Optuna batches change the trial sequence; where trials run does not.
-                       **({"optuna_batch": _batch(spec)} if _batch(spec) > 1 else {}),
+                       **({"optuna_batch": optuna_batch(spec)} if optuna_batch(spec) > 1 else {}),
                        # Editing the hook's file changes the features, so the model trains again.
                        **({"feature_hook": hook} if hook else {})})
         registered = self.store.find_model(self.project, key) if self.replay is None else None
@@ -498,17 +571,65 @@ class _Loop:
                          f"data, goal and search unchanged since decision {earlier['decision_id']}: "
                          f"{earlier['summary']}", {**earlier["evidence"], "reused_decision": earlier["decision_id"]})
             return {"met": False, "diagnosis": earlier["diagnosis"]}
+        if snapshot.report.get("layout") == "parts":  # larger than memory: a sample searched, all rows on Dask
+            return self._model_stage_large(snapshot, plan, iteration, key, hook)
 
         frame = frame_from_parquet(self.store.read_snapshot(snapshot))
         train, holdout = split_holdout(frame, b.target, b.task, spec.data.holdout, spec.model.seed)
         self.progress("model", f"searching ({plan.search.describe()})")
         started = time.monotonic()
+        # On PostgreSQL the Optuna studies go to the store's database, where a team opens them; a replay tunes nothing.
+        storage = optuna_storage(self.store) if self.replay is None else None
+        study = study_name(self.store, self.project, self.run_id, f"model-{iteration}") if storage else None
         result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
                         plan=plan.search, budget_s=self._search_budget(iteration),
                         progress=self._trial_progress, replay=self.replay, clean=plan.clean,
-                        feature_hook=spec.model.features, hook_root=spec.root, compute=self._compute_here())
+                        feature_hook=spec.model.features, hook_root=spec.root, compute=self._compute_here(),
+                        study_storage=storage, study_name=study)
         self.progress("model", "evaluating on the locked holdout")
         evaluation = evaluate(result.model, holdout, b.goal, seed=spec.model.seed, costs=b.costs)
+        return self._goal_gate(snapshot, plan, iteration, key, hook, result, evaluation, started=started, train=train,
+                               latency_rows=holdout, train_rows=len(train), holdout_rows=len(holdout),
+                               rows_available=len(frame), extra={"optuna_study": study} if study else {})
+
+    def _model_stage_large(self, snapshot: SnapshotRecord, plan: _Plan, iteration: int, key: str,
+                           hook: dict[str, str] | None) -> dict[str, Any]:
+        """A parts snapshot: the search on an in-memory sample, then LightGBM on every training row over Dask."""
+        from loopml.model._large import sample_rows_for, train_in_partitions
+
+        spec, b = self.spec, self.spec.business
+        if spec.compute.dask is None:
+            raise SpecError(f"data snapshot {snapshot.id} is stored in parts (larger than compute.memory_limit) and "
+                            "trains only on a Dask cluster; set compute.dask in the spec (or pass --cluster)")
+        cluster = self._compute_here()
+        parts = self.store.snapshot_parts(snapshot)
+        # A parts snapshot exists only under a memory limit; 2 GB, the documented example, if it was since removed.
+        sample_rows = sample_rows_for(parts, spec.compute.memory_limit or 2_000_000_000)
+        self.progress("model", f"searching a sample of up to {sample_rows:,} rows ({plan.search.describe()}), "
+                               "then LightGBM on every training row on the cluster")
+        started = time.monotonic()
+        storage = optuna_storage(self.store) if self.replay is None else None
+        study = study_name(self.store, self.project, self.run_id, f"model-{iteration}") if storage else None
+        large = train_in_partitions(
+            parts, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive, plan=plan.search,
+            budget_s=self._search_budget(iteration), clean=plan.clean, cluster=cluster, seed=spec.model.seed,
+            holdout_fraction=spec.data.holdout, sample_rows=sample_rows, progress=self._trial_progress,
+            replay=self.replay, feature_hook=spec.model.features, hook_root=spec.root, study_storage=storage,
+            study_name=study)
+        result = replace(large.result, model=large.model, notes=[*large.result.notes, *large.notes])
+        return self._goal_gate(
+            snapshot, plan, iteration, key, hook, result, large.evaluation, started=started, train=large.sample,
+            latency_rows=large.sample.head(200), train_rows=large.train_rows, holdout_rows=large.holdout_rows,
+            rows_available=large.train_rows + large.holdout_rows,
+            extra={"large": {"sample_rows": large.sample_rows, "train_rows": large.train_rows,
+                             "fit_rows": large.fit_rows, "partitions": large.partitions, "workers": large.workers,
+                             "notes": large.notes}, **({"optuna_study": study} if study else {})})
+
+    def _goal_gate(self, snapshot: SnapshotRecord, plan: _Plan, iteration: int, key: str, hook: dict[str, str] | None,
+                   result: Any, evaluation: Any, *, started: float, train: Any, latency_rows: Any, train_rows: int,
+                   holdout_rows: int, rows_available: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """The model stage's gate: register the model when the goal is met on the holdout, else diagnose the miss."""
+        spec, b = self.spec, self.spec.business
         evidence = {
             "input_key": key, "iteration": iteration, "plan": plan.search.describe(),
             "family": result.model.family, "cv_score": result.cv_score,
@@ -516,10 +637,11 @@ class _Loop:
             "candidates": [c.to_dict() if hasattr(c, "to_dict") else c.__dict__ for c in result.candidates],
             "leaderboard": result.leaderboard()[:10], "selection_metric": result.selection_metric,
             "trials": result.trials, "notes": result.notes, "label_issues": result.label_issues,
-            "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(time.monotonic() - started, 2),
+            "train_rows": train_rows, "holdout_rows": holdout_rows, "seconds": round(time.monotonic() - started, 2),
             # The stage report draws these: the curve, and the split that rebuilds the locked holdout.
             "learning_curve": result.learning_curve,
             "holdout_split": {"fraction": spec.data.holdout, "seed": spec.model.seed},
+            **extra,
         }
         ci = f"(95% CI {evaluation.ci_low:.3f}–{evaluation.ci_high:.3f})"
         constraints = "".join(f", {k} {v['value'] if v['value'] is None else round(v['value'], 3)} "
@@ -537,13 +659,13 @@ class _Loop:
                 operating_point=result.operating_point,
                 lineage={"snapshot_id": snapshot.id, "data_hash": snapshot.data_hash, "sources": self.source_hashes,
                          "sources_used": snapshot.report.get("sources_used"),
-                         "spec_hash": self.spec_sha, "packages": _packages(), "train_rows": len(train),
-                         "holdout_rows": len(holdout), "plan": plan.search.describe(), "feature_hook": hook},
+                         "spec_hash": self.spec_sha, "packages": _packages(), "train_rows": train_rows,
+                         "holdout_rows": holdout_rows, "plan": plan.search.describe(), "feature_hook": hook},
                 decision=decision)
-            self.decisions.append(self.store.decisions(self.project, limit=1)[0])
-            self._holdout = holdout
+            self.decisions.append(self.store.decisions(self.project, run_id=self.run_id, limit=1)[0])
+            self._holdout = latency_rows
             return {"met": True, "model_version": mv}
-        diagnosis = diagnose(result, evaluation, b.goal, plan=plan.search, rows_available=len(frame), train=train,
+        diagnosis = diagnose(result, evaluation, b.goal, plan=plan.search, rows_available=rows_available, train=train,
                              assessment=snapshot.report.get("assessment"))
         diag = {"cause": diagnosis.cause, "next_stage": diagnosis.next_stage, "evidence": diagnosis.evidence,
                 "explanation": f"{measured}; {diagnosis.explanation}", "reachable": diagnosis.reachable}
@@ -554,12 +676,8 @@ class _Loop:
 
     def _compute_here(self) -> Compute:
         if self._compute is None:
-            from loopml.compute import InProcess, connect
-
-            c = self.spec.compute
-            self._compute = InProcess(batch=_batch(self.spec)) if c.dask is None else \
-                connect(c.dask, batch=_batch(self.spec), root=self.spec.root)
-            if c.dask is not None:
+            self._compute = compute_for(self.spec)
+            if self.spec.compute.dask is not None:
                 self.progress("model", f"search trials on {self._compute.describe()}")
         return self._compute
 
@@ -587,7 +705,12 @@ class _Loop:
             return self._end("registered", f"model version {mv.version} is the champion", mv)
         model = TrainedModel.from_bytes(self.store.read_model(mv), root=self.spec.root)
         sample = getattr(self, "_holdout", None)
-        if sample is None:
+        if sample is None and snapshot.report.get("layout") == "parts":  # never read whole: the first part's rows
+            import pyarrow.parquet as pq
+
+            first = pq.ParquetFile(self.store.snapshot_parts(snapshot)[0])
+            sample = next(first.iter_batches(batch_size=200)).to_pandas()
+        elif sample is None:
             sample = frame_from_parquet(self.store.read_snapshot(snapshot)).head(200)
         features = sample.drop(columns=[self.spec.business.target])
         latency = predict_latency_ms(model, features, n=200)
@@ -609,7 +732,7 @@ class _Loop:
                             evidence={**evidence, "previous_champion": previous}, run_id=self.run_id)
         self.store.set_alias(self.project, "champion", mv.version, actor="loopml run",
                              reason=f"run {self.run_id}: goal met", decision=decision, expect=champion)
-        self.decisions.append(self.store.decisions(self.project, limit=1)[0])
+        self.decisions.append(self.store.decisions(self.project, run_id=self.run_id, limit=1)[0])
         return self._end("registered", f"model version {mv.version} meets the goal and is the champion",
                          self.store.model_version(self.project, mv.version))
 

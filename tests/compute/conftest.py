@@ -9,7 +9,7 @@ from loopml.compute import connect
 def local_cluster():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+                                       dashboard_address=":0")  # a free port: another cluster may hold 8787
     try:
         yield cluster
     finally:

@@ -481,3 +481,19 @@ def test_loopml_ui_without_a_spec_is_bad_input(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 2
     assert f"{tmp_path / 'loopml.yaml'}: no such spec file; create one with `loopml init DATAFILE`" in done.stderr
+
+
+def test_an_unexpected_failure_is_a_500_page_that_says_what_failed(tmp_path):
+    import sqlalchemy as sa
+
+    store = Store.open(tmp_path)
+    try:
+        with store.engine.begin() as conn:  # a store damaged outside loopml: its decisions table is gone
+            conn.execute(sa.text("DROP TABLE decisions"))
+        with _serve(dashboard_app(store, "damaged", admin_token=TOKEN), _free_port()) as url:
+            answer = httpx.get(url + "/decisions")
+    finally:
+        store.close()
+    assert answer.status_code == 500
+    assert "the dashboard failed on /decisions: OperationalError" in answer.text
+    assert "Nothing was changed; the server&#39;s log holds the traceback" in answer.text

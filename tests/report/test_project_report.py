@@ -333,3 +333,33 @@ def test_a_recorded_assessment_of_the_sources_is_shown_with_its_time(regression)
     quality = assessed.evidence["sources"][0]["quality"]
     assert "<th>holds the target</th><td>yes</td>" in source
     assert f"<th>duplicate rows</th><td>{quality['duplicate_share']:.1%}</td>" in source
+
+
+def test_the_report_of_an_earlier_run_leaves_out_an_assessment_made_after_it(regression):
+    done = _loopml("assess", "--json", cwd=regression.root)
+    assert done.returncode == 0, done.stderr
+    first = min(d.run_id for d in regression.store.decisions("wages") if d.gate == "goal_fits_task")
+    page = project_report(regression.store, "wages", spec=regression.spec, run=first)
+    assert "assessed by `loopml assess`" not in _section(page, "data")
+    assert "assessed by `loopml assess`" in _section(project_report(regression.store, "wages"), "data")
+
+
+def test_a_multiclass_report_draws_confidence_calibration_and_per_class_recall(tmp_path):
+    pd.read_parquet(BENCH / "segment.parquet").sample(900, random_state=0).to_parquet(tmp_path / "segment.parquet")
+    spec = _write(tmp_path, {
+        "project": "segments",
+        "business": {"problem": "Which surface an image region shows", "task": "multiclass", "target": "category",
+                     "goal": {"metric": "accuracy", "at_least": 0.8}},
+        "data": {"sources": [{"name": "regions", "path": "segment.parquet"}], "min_rows": 200}, "model": FAST})
+    store = Store.open(tmp_path)
+    try:
+        assert run_project(spec, store).outcome == "registered"
+        page = project_report(store, "segments", spec=spec)
+    finally:
+        store.close()
+    assert _charts(page)[-3:] == ["Recall per class on the holdout", "Feature importance",
+                                  "Calibration: predicted against observed"]
+    model = unescape(_section(page, "model"))
+    assert "the top class's probability in" in model
+    assert all(f">{c}<" in model for c in ("brickface", "cement", "foliage", "grass", "path", "sky", "window"))
+    assert "accuracy" in _section(page, "goal")

@@ -41,12 +41,15 @@ class DaskFit:
 
 
 def fit_lightgbm_dask(cluster: DaskCluster, data: Any, *, target: str, task: str,
-                      params: dict[str, Any] | None = None, seed: int = 0) -> DaskFit:
+                      params: dict[str, Any] | None = None, seed: int = 0, weight: str | None = None,
+                      categorical: list[str] | None = None) -> DaskFit:
     """Train LightGBM across the cluster's workers on ``data``: a Parquet/CSV path or glob, a dask or pandas frame.
 
     Feature columns must be numeric or boolean (encode text first); ``task`` is binary, multiclass
-    or regression. The result depends on how rows are spread over workers, so two clusters of
-    different sizes may give slightly different trees; the in-process search remains the reference.
+    or regression. ``weight`` names a column of row weights (not a feature); ``categorical`` names
+    feature columns holding category codes. The result depends on how rows are spread over workers,
+    so two clusters of different sizes may give slightly different trees; the in-process search
+    remains the reference.
     """
     from loopml.compute.dask import require_dask
 
@@ -62,7 +65,13 @@ def fit_lightgbm_dask(cluster: DaskCluster, data: Any, *, target: str, task: str
         frame = frame.repartition(npartitions=cluster.workers)
     if target not in frame.columns:
         raise ModelError(f"target column '{target}' is not in the data; columns: {', '.join(map(str, frame.columns))}")
-    features = [str(c) for c in frame.columns if c != target]
+    if weight is not None and weight not in frame.columns:
+        raise ModelError(f"weight column '{weight}' is not in the data; columns: {', '.join(map(str, frame.columns))}")
+    features = [str(c) for c in frame.columns if c not in (target, weight)]
+    unknown = [c for c in categorical or [] if c not in features]
+    if unknown:
+        raise ModelError(f"categorical column(s) {', '.join(unknown)} are not feature columns of the data; "
+                         f"features: {', '.join(features[:20])}")
     bad = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c].dtype)
                                        or pd.api.types.is_bool_dtype(frame[c].dtype))]
     if bad:
@@ -77,7 +86,8 @@ def fit_lightgbm_dask(cluster: DaskCluster, data: Any, *, target: str, task: str
     estimator = cls(client=client, **settings)
     with client.as_current(), warnings.catch_warnings():  # LightGBM waits on partitions via the current client
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")  # its own default, not ours
-        estimator.fit(X, y)
+        estimator.fit(X, y, sample_weight=None if weight is None else frame[weight],
+                      categorical_feature=[features.index(c) for c in categorical] if categorical else "auto")
     return DaskFit(model=estimator.to_local(), rows=rows, features=features, workers=cluster.workers,
                    partitions=int(X.npartitions), seconds=round(time.perf_counter() - started, 3), params=settings)
 

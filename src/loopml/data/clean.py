@@ -17,6 +17,7 @@ model's training rows only, and travels with the model (:class:`~loopml.data.cle
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,8 +123,19 @@ def clean(df: pd.DataFrame, target: str, task: str, plan: CleanSpec, *,
 
 def _drop_columns(frame: pd.DataFrame, target: str, plan: CleanSpec, assessment: Any, log: _Log) -> pd.DataFrame:
     """Leakage suspects, id-like, unusable and constant columns, each step with its reasons."""
-    features = [c for c in frame.columns if c != target]
+    raw_kinds = getattr(assessment, "column_kinds", None) or {}
+    column_steps([c for c in frame.columns if c != target], plan, assessment, log,
+                 is_id=lambda c: raw_kinds.get(str(c)) == "id" or _column_kind(frame[c]) == "id",
+                 is_constant=lambda c: frame[c].nunique(dropna=False) <= 1)
+    return frame.drop(columns=list(log.dropped_columns))
 
+
+def column_steps(features: list[str], plan: CleanSpec, assessment: Any, log: _Log, *,
+                 is_id: Callable[[str], bool], is_constant: Callable[[str], bool]) -> list[str]:
+    """Log the leakage, ids, unusable and constant steps over ``features``; the features left after them.
+
+    ``is_id`` and ``is_constant`` judge a column on the rows at hand (a frame, or every partition of a file).
+    """
     leaks: dict[str, str] = {}
     for suspect in getattr(assessment, "leakage_suspects", None) or []:
         column = suspect.get("column")
@@ -140,9 +152,7 @@ def _drop_columns(frame: pd.DataFrame, target: str, plan: CleanSpec, assessment:
         leaks = {}
     features = [c for c in features if c not in leaks]
 
-    raw_kinds = getattr(assessment, "column_kinds", None) or {}
-    ids = {c: "id-like (unique per row)" for c in features
-           if raw_kinds.get(str(c)) == "id" or _column_kind(frame[c]) == "id"}
+    ids = {c: "id-like (unique per row)" for c in features if is_id(c)}
     if plan.ids == "drop":
         log.step("ids", columns=ids, detail={"policy": "drop"},
                  sentences=[f"dropped column '{c}': {why}" for c, why in ids.items()])
@@ -160,10 +170,9 @@ def _drop_columns(frame: pd.DataFrame, target: str, plan: CleanSpec, assessment:
     log.step("unusable", columns=unusable, sentences=[f"dropped column '{c}': {why}" for c, why in unusable.items()])
     features = [c for c in features if c not in unusable]
 
-    constant = {c: "constant" for c in features if frame[c].nunique(dropna=False) <= 1}
+    constant = {c: "constant" for c in features if is_constant(c)}
     log.step("constant", columns=constant, sentences=[f"dropped column '{c}': {why}" for c, why in constant.items()])
-
-    return frame.drop(columns=list(log.dropped_columns))
+    return [c for c in features if c not in constant]
 
 
 def _missing(frame: pd.DataFrame, target: str, plan: CleanSpec, log: _Log) -> tuple[pd.DataFrame, int, int]:
@@ -221,13 +230,17 @@ def _outliers(frame: pd.DataFrame, target: str, plan: CleanSpec, log: _Log) -> t
 
 def _imbalance(frame: pd.DataFrame, target: str, task: str, plan: CleanSpec, log: _Log) -> dict[str, Any]:
     """Record the class balance and what the Model stage will do about it (it rebalances training rows only)."""
-    imbalance: dict[str, Any] = {"policy": plan.imbalance}
     if task == "regression" or not len(frame):
-        return imbalance
+        return {"policy": plan.imbalance}
     shares = frame[target].value_counts(normalize=True)
-    share = float(shares.iloc[-1])
+    return imbalance_step(str(shares.index[-1]), float(shares.iloc[-1]), task, plan, log)
+
+
+def imbalance_step(smallest: str, share: float, task: str, plan: CleanSpec, log: _Log) -> dict[str, Any]:
+    """Log the smallest class's share and the rebalancing the Model stage will apply; the step's detail."""
     applied = resolve_imbalance(plan.imbalance, share, task)
-    imbalance.update(minority_class=str(shares.index[-1]), minority_share=share, applied=applied)
+    imbalance: dict[str, Any] = {"policy": plan.imbalance, "minority_class": smallest, "minority_share": share,
+                                 "applied": applied}
     does = {
         "weights": "the model uses balanced class weights",
         "undersample": "each model's training rows are undersampled to balance the classes",
@@ -238,5 +251,5 @@ def _imbalance(frame: pd.DataFrame, target: str, task: str, plan: CleanSpec, log
     if plan.imbalance == "auto":
         why += f"; class weights when the smallest class is under {AUTO_MINORITY_SHARE:.0%}"
     log.step("imbalance", detail=imbalance,
-             sentences=f"smallest class '{shares.index[-1]}' is {share:.1%} of rows; {does} ({why})")
+             sentences=f"smallest class '{smallest}' is {share:.1%} of rows; {does} ({why})")
     return imbalance

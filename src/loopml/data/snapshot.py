@@ -15,12 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["file_hash", "frame_from_parquet", "frame_hash", "frame_to_parquet"]
+if TYPE_CHECKING:
+    from loopml.store import SnapshotRecord, Store
+
+__all__ = ["file_hash", "frame_from_parquet", "frame_hash", "frame_to_parquet", "snapshot_frame"]
 
 _COMPRESSION = "zstd"
 _CHUNK = 1 << 20
@@ -40,6 +45,38 @@ def frame_to_parquet(df: pd.DataFrame) -> bytes:
 def frame_from_parquet(data: bytes) -> pd.DataFrame:
     """The frame stored by :func:`frame_to_parquet`."""
     return pq.read_table(pa.BufferReader(data)).to_pandas()
+
+
+def snapshot_frame(store: Store, snapshot: SnapshotRecord, *, max_rows: int | None = None,
+                   seed: int = 0) -> pd.DataFrame:
+    """The rows of a stored snapshot, or a seeded sample of at most ``max_rows`` of them.
+
+    A snapshot cleaned in partitions (larger than memory) is read part by part, and only the sampled
+    rows of each part are kept, so a sample never needs the whole snapshot in memory.
+
+    >>> snapshot_frame(store, store.snapshot(1), max_rows=2_000).shape  # doctest: +SKIP
+    (2000, 17)
+    """
+    if snapshot.report.get("layout") != "parts":
+        frame = frame_from_parquet(store.read_snapshot(snapshot))
+        if max_rows is None or len(frame) <= max_rows:
+            return frame
+        take = np.sort(np.random.default_rng(seed).choice(len(frame), max_rows, replace=False))
+        return frame.iloc[take].reset_index(drop=True)
+    parts = store.snapshot_parts(snapshot)
+    if max_rows is None:
+        return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+    rows = [pq.ParquetFile(p).metadata.num_rows for p in parts]
+    total = sum(rows)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(total, min(max_rows, total), replace=False))
+    starts = np.cumsum([0, *rows])
+    pieces = []
+    for i, path in enumerate(parts):
+        mine = chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
+        if len(mine):
+            pieces.append(pq.read_table(path).take(pa.array(mine)).to_pandas())
+    return pd.concat(pieces, ignore_index=True)
 
 
 def frame_hash(df: pd.DataFrame) -> str:

@@ -50,7 +50,7 @@ class Recorder:
 
     def written_last(self) -> Decision:
         """The latest decision in the store (the one a transaction just wrote), kept."""
-        return self.keep(self.store.decisions(self.project, limit=1)[0])
+        return self.keep(self.store.decisions(self.project, run_id=self.run_id, limit=1)[0])
 
 
 def pause_for_tests(step: str) -> None:

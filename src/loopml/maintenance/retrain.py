@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopml.compute import Compute, compute_for
 from loopml.data import (
     assess,
     check_data,
@@ -48,6 +49,7 @@ from loopml.maintenance.policy import Policy
 from loopml.model import SearchPlan, TrainedModel, evaluate, search, split_holdout
 from loopml.spec import ProjectSpec, spec_hash
 from loopml.store import ModelVersion, SnapshotRecord, Store
+from loopml.store._optuna import optuna_storage, study_name
 
 __all__ = ["FreshRows", "NewRows", "RetrainOutcome", "Retrainer", "collect_fresh", "fresh_problems", "new_rows",
            "training_windows"]
@@ -274,6 +276,9 @@ class _Window:
     seconds: float = 0.0
     problem: str | None = None
     selection: float | None = None
+    # The search's best trials, each with the Dask worker that ran it on a cluster.
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    optuna_study: str | None = None  # what the search's Optuna studies are named after, when stored
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "train_rows": self.train_rows, "holdout_rows": self.holdout_rows,
@@ -299,6 +304,7 @@ class Retrainer:
         self.project = spec.project
         self.deadline = time.monotonic() + policy.budget_s
         self.started = time.monotonic()
+        self._compute: Compute | None = None  # connected on the first window, closed when the retrain ends
 
     def run(self, action: str) -> RetrainOutcome:
         """Retrain for ``action`` (``retrain`` or ``collect_then_retrain``); failures come back with their reason."""
@@ -311,10 +317,18 @@ class Retrainer:
                             {"reason": why, "champion": self.champion.version,
                              "seconds": round(time.monotonic() - self.started, 2)})
             return RetrainOutcome(False, why)
+        finally:
+            if self._compute is not None:
+                self._compute.close()
 
     def _run(self, action: str) -> RetrainOutcome:
         spec, b = self.spec, self.spec.business
         snapshot = self.store.snapshot(self.champion.snapshot_id)
+        if snapshot.report.get("layout") == "parts":
+            raise _Failed(f"the champion, version {self.champion.version}, was trained on {snapshot.rows:,} rows "
+                          "cleaned in partitions (larger than compute.memory_limit), and a retrain reads its "
+                          "training rows in memory: add the fresh rows to the source file and run `loopml run`, "
+                          "which trains in partitions again")
         base = frame_from_parquet(self.store.read_snapshot(snapshot))
         lineage = self.champion.lineage or {}
         sources_used = snapshot.report.get("sources_used") or [s.name for s in spec.data.sources]
@@ -413,13 +427,18 @@ class Retrainer:
             return window
         started = time.monotonic()
         trials = self.policy.trials or spec.model.trials
+        compute = self._compute_here()  # outside the try: a cluster that cannot be reached fails the retrain
+        storage = optuna_storage(self.store)
+        window.optuna_study = study_name(self.store, self.project, self.rec.run_id, f"retrain-{name}") \
+            if storage else None
         self.rec.progress("model", f"training window '{name}' on {len(frame):,} rows")
         try:
             train, holdout = split_holdout(frame, b.target, b.task, spec.data.holdout, spec.model.seed)
             result = search(train, target=b.target, task=b.task, goal=b.goal, costs=b.costs, positive=b.positive,
                             plan=SearchPlan(seed=spec.model.seed, folds=spec.model.folds, trials=trials),
                             budget_s=max(left, 1.0), clean=spec.data.clean, feature_hook=spec.model.features,
-                            hook_root=spec.root)
+                            hook_root=spec.root, compute=compute, study_storage=storage,
+                            study_name=window.optuna_study)
             ev = evaluate(result.model, holdout, b.goal, seed=spec.model.seed, costs=b.costs)
         except LoopmlError as exc:
             window.problem = str(exc)
@@ -427,7 +446,7 @@ class Retrainer:
             self._window_decision(window)
             return window
         window.model, window.holdout, window.cv_score = result.model, ev.to_dict(), result.cv_score
-        window.operating_point = result.operating_point
+        window.operating_point, window.leaderboard = result.operating_point, result.leaderboard()[:10]
         window.train_rows, window.holdout_rows = len(train), len(holdout)
         window.seconds = time.monotonic() - started
         if not ev.met:
@@ -446,7 +465,16 @@ class Retrainer:
         self.rec.decide("model", "goal", "pass" if ok else "fail", "candidate" if ok else "reject",
                         "maintenance" if ok else None,
                         f"window '{w.name}' ({w.rows:,} rows): {measured}" + ("" if ok else f"; {w.problem}"),
-                        {"window": w.name, **w.to_dict()})
+                        {"window": w.name, **w.to_dict(), "leaderboard": w.leaderboard,
+                         **({"optuna_study": w.optuna_study} if w.optuna_study else {})})
+
+    def _compute_here(self) -> Compute:
+        """Where the search trials run: the loop's compute (``compute.dask`` and ``compute.batch``), connected once."""
+        if self._compute is None:
+            self._compute = compute_for(self.spec)
+            if self.spec.compute.dask is not None:
+                self.rec.progress("model", f"search trials on {self._compute.describe()}")
+        return self._compute
 
     def _choose(self, trained: list[_Window], skipped: dict[str, str], select: pd.DataFrame | None) -> _Window:
         goal = self.spec.business.goal

@@ -64,7 +64,9 @@ _WARM_STARTS: dict[str, list[dict[str, Any]]] = {
                  {"learning_rate": 0.02, "num_leaves": 4, "min_data_in_leaf": 20, "feature_fraction": 0.8,
                   "bagging_fraction": 0.9, "lambda_l2": 1.0, "max_cat_threshold": 4},
                  {"learning_rate": 0.3, "num_leaves": 15, "min_data_in_leaf": 20, "feature_fraction": 0.9,
-                  "bagging_fraction": 1.0, "lambda_l2": 100.0, "max_cat_threshold": 32}],
+                  "bagging_fraction": 1.0, "lambda_l2": 100.0, "max_cat_threshold": 32},
+                 {"learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 2, "feature_fraction": 0.7,
+                  "bagging_fraction": 1.0, "lambda_l2": 1.0, "max_cat_threshold": 4}],
     "random_forest": [{"max_features": 0.3, "min_samples_leaf": 5, "max_leaf_nodes": 64}],
     "extra_trees": [{"max_features": 0.5, "min_samples_leaf": 5, "max_leaf_nodes": 64}],
 }

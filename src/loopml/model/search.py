@@ -323,6 +323,8 @@ def search(
     feature_hook: str | None = None,
     hook_root: Path | None = None,
     compute: Compute | None = None,
+    study_storage: str | None = None,
+    study_name: str | None = None,
 ) -> SearchResult:
     """Search the plan's candidates on ``train``; refit the chosen model (or ensemble) on all of it.
 
@@ -344,8 +346,14 @@ def search(
     ``compute`` (:mod:`loopml.compute`; default in-process, one trial at a time) runs the trials: on a
     Dask cluster the portfolio runs as one batch and Optuna asks ``compute.batch`` trials at a time;
     each trial records the worker that ran it. The batch, not where trials run, decides the model.
+    ``study_storage`` (an Optuna storage URL) keeps the Optuna studies there instead of in memory, one
+    per tuned family, named ``<study_name>/<family>``; each study trial's user attribute ``loopml_trial``
+    is its index in :attr:`SearchResult.trials`. Where the studies live does not change the model.
     """
     started = time.perf_counter()
+    if study_storage is not None and not study_name:
+        raise ModelError("study_storage needs study_name, the name the search's Optuna studies start with "
+                         "(e.g. 'project/run-3'); got none")
     metric = METRICS.get(goal.metric)
     if metric is None or task not in metric.tasks:
         raise ModelError(f"goal metric '{goal.metric}' does not fit task '{task}'")
@@ -380,6 +388,7 @@ def search(
     clock = _Clock(started, budget_s if plan.trials is None and replay is None else None, progress, runner)
 
     runner.compute = compute or InProcess()
+    runner.study_storage, runner.study_name = study_storage, study_name
     planned = _run_trials(runner, plan, clock, replay, notes)
     trials = runner.trials
     if plan.trials is not None and replay is None and budget_s is not None and time.perf_counter() - started > budget_s:
@@ -482,6 +491,9 @@ class _Runner:
         self._folds: dict[int, tuple[Prepared, dict[str, np.ndarray]]] = {}
         self.compute: Compute = InProcess()
         self._shared: Any = None  # the runner as shipped to a cluster's workers
+        self.study_storage: str | None = None  # where Optuna keeps its studies (None: in memory)
+        self.study_name: str | None = None
+        self.studies: list[str] = []  # the studies stored so far, in order
 
     def fold(self, i: int) -> tuple[Prepared, dict[str, np.ndarray]]:
         if i not in self._folds:
@@ -530,9 +542,9 @@ class _Runner:
         return [d.value for d in done]
 
     def _shippable(self) -> _Runner:
-        """A copy without the trials so far (their scores stay here) and without the cluster."""
+        """A copy without the trials so far (their scores stay here), the cluster and the study storage."""
         copy = object.__new__(_Runner)
-        copy.__dict__.update(self.__dict__, trials=[], compute=InProcess(), _shared=None)
+        copy.__dict__.update(self.__dict__, trials=[], compute=InProcess(), _shared=None, study_storage=None)
         return copy
 
     def evaluate(self, family: str, params: dict[str, Any], source: str) -> _Trial:
@@ -680,6 +692,8 @@ def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int,
     The first trials are the family's warm starts (its low-capacity regime), then TPE samples. With
     ``patience`` it stops once :func:`_stale`.
     """
+    from contextlib import suppress
+
     import optuna
 
     from loopml.model._families import _space, warm_starts
@@ -687,25 +701,36 @@ def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int,
     setup = runner.setup
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None if runner.study_storage is None else optuna.storages.RDBStorage(runner.study_storage)
     try:
         sampler = optuna.samplers.TPESampler(seed=plan.seed, multivariate=True,
                                              n_startup_trials=max(3, min(10, n // 2)))
         maximise = _ensemble.SELECTION[runner.selection]
-        study = optuna.create_study(direction="maximize" if maximise else "minimize", sampler=sampler)
+        study = optuna.create_study(direction="maximize" if maximise else "minimize", sampler=sampler,
+                                    storage=storage, study_name=_study_name(runner, family), load_if_exists=False)
         space = _space(setup, family)
-        for t in runner.trials:
+        for i, t in enumerate(runner.trials):
             prior = as_prior(setup, family, t.params) if t.family == family else None
             if prior is not None and math.isfinite(t.score):
-                study.add_trial(optuna.trial.create_trial(params=prior, distributions=space, value=t.score))
-        for values in warm_starts(family):
+                study.add_trial(optuna.trial.create_trial(params=prior, distributions=space, value=t.score,
+                                                          user_attrs={"loopml_trial": i}))
+        for values in warm_starts(family)[:n]:  # no more than are asked: a stored study keeps none waiting
             study.enqueue_trial(values)
         done = 0
         while done < n:  # ask a batch, run it (at once on a cluster), tell its scores in order
             if not clock.room_for(family) or (patience and _stale(runner, family)):
                 break
             asked = [study.ask() for _ in range(min(runner.compute.batch, n - done))]
-            trials = runner.run_batch([(family, suggest(setup, family, a), "optuna") for a in asked])
-            for a, trial in zip(asked, trials, strict=True):
+            try:
+                trials = runner.run_batch([(family, suggest(setup, family, a), "optuna") for a in asked])
+            except BaseException:
+                for a in asked:  # a stored study is left with no trial running forever
+                    with suppress(Exception):
+                        study.tell(a, state=optuna.trial.TrialState.FAIL)
+                raise
+            first = len(runner.trials) - len(trials)
+            for j, (a, trial) in enumerate(zip(asked, trials, strict=True)):
+                a.set_user_attr("loopml_trial", first + j)
                 if math.isfinite(trial.score):
                     study.tell(a, trial.score)
                 else:
@@ -714,6 +739,20 @@ def _tune(runner: _Runner, plan: SearchPlan, clock: _Clock, family: str, n: int,
             clock.tick()
     finally:
         optuna.logging.set_verbosity(verbosity)
+        if storage is not None:
+            storage.remove_session()
+            storage.engine.dispose()
+
+
+def _study_name(runner: _Runner, family: str) -> str | None:
+    """``<study_name>/<family>``, ``-2`` and on when the family is tuned again; None for an in-memory study."""
+    if runner.study_storage is None:
+        return None
+    base = f"{runner.study_name}/{family}"
+    again = sum(name == base or name.startswith(f"{base}-") for name in runner.studies)
+    name = base + (f"-{again + 1}" if again else "")
+    runner.studies.append(name)
+    return name
 
 
 def _check_replay(replay: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], str]]:

@@ -24,8 +24,8 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as _multiprocess
 
+from loopml.operations._gauges import update_monitor_gauges
 from loopml.operations._http import ASGIApp, Message, Receive, Scope, Send
-from loopml.operations.monitor import update_monitor_gauges
 from loopml.store import Store
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

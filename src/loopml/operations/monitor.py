@@ -41,52 +41,51 @@ Maintenance can act on.
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import time
 import warnings
-import weakref
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
-from loopml.data.contract import ColumnContract, DataContract
-from loopml.data.snapshot import frame_from_parquet
+from loopml.data.contract import DataContract
+from loopml.data.snapshot import snapshot_frame
 from loopml.decisions import Decision
 from loopml.errors import ConflictError, LoopmlError
 from loopml.model.artifact import TrainedModel
 from loopml.model.evaluate import evaluate
 from loopml.model.features import _key
+from loopml.operations._alerts import ALERT_KINDS, alert_verdicts, post_alert, rejected_text, window_alerts
+from loopml.operations._gauges import update_monitor_gauges
+from loopml.operations._live import LiveRows, data_quality, parse_rows, typed_frame, with_columns
+from loopml.operations._windows import (
+    PREDICTION_WINDOWS,
+    WindowPlan,
+    cut_by_count,
+    cut_by_time,
+    first_at,
+    iso,
+    last_at,
+)
 from loopml.operations.drift import domain_classifier, drift_report
 from loopml.operations.estimate import BINARY_METRICS, MULTICLASS_METRICS, estimate_performance
 from loopml.spec import MonitorSpec, ProjectSpec
 from loopml.store import ModelVersion, Store
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    pass
 
 __all__ = ["ALERT_KINDS", "Alert", "MonitorResult", "WindowSummary", "monitor_project", "post_alert",
            "update_monitor_gauges"]
 
-logger = logging.getLogger(__name__)
-
-ALERT_KINDS = ("goal_breached", "goal_breach_estimated", "drift", "data_quality")
 OUTPUT = "model_output"  # the name the model's output goes by in the drift report
-_KIND = "predictions"  # the store's kind for these windows (``loopml maintain`` keeps kind "labels")
 _REFERENCE_SAMPLE = 2000  # reference rows for the model's outputs and the domain classifier
+_DRIFT_REFERENCE_ROWS = 200_000  # training rows drift is measured against; a seeded sample of larger snapshots
 _IMPORTANCE_SAMPLE = 500  # reference rows shuffled, column by column, to measure importance
 _N_BOOT = 500
-_WEBHOOK_ATTEMPTS = 3
-_WEBHOOK_BACKOFF_S = (0.25, 1.0)  # waits before the second and third attempt
-_WEBHOOK_TIMEOUT_S = 5.0
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -166,23 +165,6 @@ def monitor_project(spec: ProjectSpec, store: Store, *, now: datetime | None = N
     return _Pass(spec, store, now).run()
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A window to compute: seqs [first_seq, last_seq] (empty when first_seq > last_seq) and its time span."""
-
-    first_seq: int
-    last_seq: int
-    rows: int
-    starts_at: datetime | None
-    ends_at: datetime | None
-
-    @property
-    def key(self) -> str:
-        if self.rows == 0:
-            return f"empty:{self.starts_at.isoformat() if self.starts_at else self.first_seq}"
-        return f"seq:{self.first_seq}"
-
-
 @dataclass
 class _Context:
     """What one model version brings to every window it answered: cached for the pass."""
@@ -213,8 +195,8 @@ class _Pass:
         self.labels_cut = self.store.last_feedback_seq(self.project)
         self.rejections_seq = self._rejections_cursor()
         pending = self.store.logged_times(self.project, after_seq=cursor["last_seq"])
-        plans = (_cut_by_count(pending, self.monitor.window) if self.monitor.by == "count"
-                 else _cut_by_time(pending, self.monitor.every or 0.0, cursor["ends_at"], self.now))
+        plans = (cut_by_count(pending, self.monitor.window) if self.monitor.by == "count"
+                 else cut_by_time(pending, self.monitor.every or 0.0, cursor["ends_at"], self.now))
         covered = sum(p.rows for p in plans)
         self.result.pending_rows = len(pending) - covered
         if not pending and cursor["last_seq"] == 0:
@@ -238,7 +220,7 @@ class _Pass:
 
     def _rejections_cursor(self) -> int:
         """The last rejection seq the stored windows counted (0 before any)."""
-        last = self.store.monitor_windows(self.project, kind=_KIND, last=1)
+        last = self.store.monitor_windows(self.project, kind=PREDICTION_WINDOWS, last=1)
         rejected = (last[0]["metrics"] or {}).get("rejected") if last else None
         return int((rejected or {}).get("last_seq") or 0)
 
@@ -262,12 +244,12 @@ class _Pass:
         return f"{n} prediction(s) wait for their period (every {_duration(self.monitor.every or 0)}) to close"
 
     # -- one window ----------------------------------------------------------------------------
-    def _window(self, plan: _Plan) -> WindowSummary | None:
+    def _window(self, plan: WindowPlan) -> WindowSummary | None:
         if plan.rows == 0:
             return self._empty(plan)
         raw = self.store.logged_rows(self.project, first_seq=plan.first_seq, last_seq=plan.last_seq)
         notes: list[str] = []
-        records, unreadable = _parse_rows(raw)
+        records, unreadable = parse_rows(raw)
         notes += [f"row seq {seq}: {why}; the row is left out of this window" for seq, why in unreadable[:5]]
         if len(unreadable) > 5:
             notes.append(f"... and {len(unreadable) - 5} more unreadable row(s)")
@@ -280,7 +262,7 @@ class _Pass:
             notes.append(f"{others} row(s) of other model versions are left out of the model-side checks (output "
                          f"drift, performance); they come from version(s) "
                          f"{', '.join(str(self._version(v).version) for v in versions if v != version_id)}")
-        live = _typed_frame(records, ctx.contract) if ctx.contract else None
+        live = typed_frame(records, ctx.contract) if ctx.contract else None
         frame = live.frame if live else pd.DataFrame()
         mine = np.array([r["model_version_id"] == version_id for r in records], dtype=bool)
         metrics: dict[str, Any] = {
@@ -295,12 +277,12 @@ class _Pass:
             notes.append(f"{why}: data quality, drift and performance are not computed for it")
             metrics.update(quality=None, drift=None, performance=None)
         else:
-            metrics["quality"] = _quality(live, ctx, len(unreadable), self.monitor, notes)
+            metrics["quality"] = data_quality(live, ctx, len(unreadable), self.monitor, notes)
             metrics["drift"] = self._drift(live, records, mine, ctx, notes)
             metrics["performance"] = {"goal": self.goal.describe(),
                                       "estimated": self._estimate(frame[mine], records, mine, ctx, notes)}
-        metrics["rejected"] = self._rejected(plan.ends_at or _last(raw), plan.rows)
-        metrics["verdicts"] = _verdicts(metrics)
+        metrics["rejected"] = self._rejected(plan.ends_at or last_at(raw), plan.rows)
+        metrics["verdicts"] = alert_verdicts(metrics)
         metrics["notes"] = notes
         labeled = None
         if metrics["performance"] is not None:
@@ -308,23 +290,24 @@ class _Pass:
         try:
             window_id = self.store.add_monitor_window(
                 self.project, model_version_id=version_id, first_seq=plan.first_seq, last_seq=plan.last_seq,
-                rows=plan.rows, metrics=metrics, kind=_KIND, key=plan.key, starts_at=plan.starts_at or _first(raw),
-                ends_at=plan.ends_at or _last(raw), labeled=labeled, labels_seq=self.labels_cut)
+                rows=plan.rows, metrics=metrics, kind=PREDICTION_WINDOWS, key=plan.key,
+                starts_at=plan.starts_at or first_at(raw),
+                ends_at=plan.ends_at or last_at(raw), labeled=labeled, labels_seq=self.labels_cut)
         except ConflictError:
             self.result.notes.append(f"window of seqs {plan.first_seq}–{plan.last_seq} was stored by another "
                                      "monitoring pass meanwhile; it is not stored twice")
             return None
         self.rejections_seq = metrics["rejected"]["last_seq"]
-        for kind, summary, detail in _window_alerts(window_id, metrics, self.goal, self.monitor):
+        for kind, summary, detail in window_alerts(window_id, metrics, self.goal, self.monitor):
             self._alert(kind, window_id, summary, detail)
         if labeled is not None and labeled.get("met") is False:
             labeled = self._labeled_alert(window_id, plan, labeled)
         return WindowSummary(id=window_id, first_seq=plan.first_seq, last_seq=plan.last_seq, rows=plan.rows,
-                             model_version=ctx.version.version, starts_at=plan.starts_at or _first(raw),
-                             ends_at=plan.ends_at or _last(raw), metrics=metrics, labeled=labeled, notes=notes)
+                             model_version=ctx.version.version, starts_at=plan.starts_at or first_at(raw),
+                             ends_at=plan.ends_at or last_at(raw), metrics=metrics, labeled=labeled, notes=notes)
 
-    def _empty(self, plan: _Plan) -> WindowSummary | None:
-        span = f"{_iso(plan.starts_at)} to {_iso(plan.ends_at)}"
+    def _empty(self, plan: WindowPlan) -> WindowSummary | None:
+        span = f"{iso(plan.starts_at)} to {iso(plan.ends_at)}"
         note = f"no predictions were logged from {span}: the window is empty and skipped"
         rejected = self._rejected(plan.ends_at, 0)
         if rejected["requests"]:
@@ -334,14 +317,14 @@ class _Pass:
         try:
             window_id = self.store.add_monitor_window(
                 self.project, model_version_id=None, first_seq=plan.first_seq, last_seq=plan.last_seq, rows=0,
-                metrics=metrics, kind=_KIND, key=plan.key, starts_at=plan.starts_at, ends_at=plan.ends_at,
+                metrics=metrics, kind=PREDICTION_WINDOWS, key=plan.key, starts_at=plan.starts_at, ends_at=plan.ends_at,
                 labels_seq=None)
         except ConflictError:
             return None
         self.rejections_seq = rejected["last_seq"]
         if rejected["breach"]:
             # Every request of the period was refused: the one thing to alert on when nothing was answered.
-            self._alert("data_quality", window_id, f"window {window_id} ({span}): " + _rejected_text(rejected),
+            self._alert("data_quality", window_id, f"window {window_id} ({span}): " + rejected_text(rejected),
                         {"window_id": window_id, "breaches": [rejected["breach"]]})
         return WindowSummary(id=window_id, first_seq=plan.first_seq, last_seq=plan.last_seq, rows=0,
                              model_version=None, starts_at=plan.starts_at, ends_at=plan.ends_at, metrics=metrics,
@@ -367,7 +350,7 @@ class _Pass:
         try:
             snapshot = self.store.snapshot(mv.snapshot_id)
             contract = DataContract.model_validate(snapshot.contract)
-            frame = frame_from_parquet(self.store.read_snapshot(snapshot))
+            frame = snapshot_frame(self.store, snapshot, max_rows=_DRIFT_REFERENCE_ROWS, seed=self.spec.model.seed)
             reference = frame.drop(columns=[c for c in (contract.target,) if c in frame.columns])
         except (LoopmlError, ValueError) as exc:
             problems.append(f"the training snapshot of model version {mv.version} cannot be read ({exc}): "
@@ -378,8 +361,8 @@ class _Pass:
             sample = reference.iloc[take].reset_index(drop=True)
             if model is not None and contract is not None:
                 try:
-                    outputs = _outputs(model, _with_columns(sample, contract))
-                    importance = _importance(model, _with_columns(sample, contract), contract.feature_names,
+                    outputs = _outputs(model, with_columns(sample, contract))
+                    importance = _importance(model, with_columns(sample, contract), contract.feature_names,
                                              seed=self.spec.model.seed)
                 except (LoopmlError, ValueError, KeyError) as exc:
                     problems.append(f"model version {mv.version} cannot predict on its reference ({exc}): output "
@@ -389,7 +372,7 @@ class _Pass:
         return ctx
 
     # -- drift ---------------------------------------------------------------------------------
-    def _drift(self, live: _Live, records: list[dict], mine: np.ndarray, ctx: _Context,
+    def _drift(self, live: LiveRows, records: list[dict], mine: np.ndarray, ctx: _Context,
                notes: list[str]) -> dict[str, Any] | None:
         if ctx.reference is None or ctx.contract is None:
             return None
@@ -467,7 +450,7 @@ class _Pass:
         return {**est.to_dict(), "bound": bound, "met": bool(met), "margin": _margin(goal, est.value),
                 "constraints": {n: {**c, "required": goal.with_[n]} for n, c in constraints.items()}}
 
-    def _labeled(self, plan: _Plan, frame: pd.DataFrame, records: list[dict], mine: np.ndarray, ctx: _Context,
+    def _labeled(self, plan: WindowPlan, frame: pd.DataFrame, records: list[dict], mine: np.ndarray, ctx: _Context,
                  metrics: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
         labels = self.store.window_labels(self.project, first_seq=plan.first_seq, last_seq=plan.last_seq,
                                           up_to_feedback_seq=self.labels_cut)
@@ -505,7 +488,7 @@ class _Pass:
         out["agreement"] = abs(estimated["value"] - ev.value) if "value" in estimated else None
         return out
 
-    def _labeled_alert(self, window_id: int, plan: _Plan, labeled: dict[str, Any]) -> dict[str, Any]:
+    def _labeled_alert(self, window_id: int, plan: WindowPlan, labeled: dict[str, Any]) -> dict[str, Any]:
         """Raise the labeled goal breach once per window; later label updates keep its id."""
         if labeled.get("alert_id"):
             return labeled
@@ -534,20 +517,21 @@ class _Pass:
                 touched[ranges[i][0]] = ranges[i]
         if not touched:
             return
-        for window in self.store.monitor_windows(self.project, kind=_KIND, ids=sorted(touched)):
+        for window in self.store.monitor_windows(self.project, kind=PREDICTION_WINDOWS, ids=sorted(touched)):
             self._relabel(window)
 
     def _relabel(self, window: dict[str, Any]) -> None:
-        plan = _Plan(window["first_seq"], window["last_seq"], window["rows"], window["starts_at"], window["ends_at"])
+        plan = WindowPlan(window["first_seq"], window["last_seq"], window["rows"], window["starts_at"],
+                          window["ends_at"])
         metrics = window["metrics"]
         if metrics.get("performance") is None:
             return
         ctx = self._context(window["model_version_id"])
         raw = self.store.logged_rows(self.project, first_seq=plan.first_seq, last_seq=plan.last_seq)
-        records, _ = _parse_rows(raw)
+        records, _ = parse_rows(raw)
         if ctx.contract is None or not records:
             return
-        frame = _typed_frame(records, ctx.contract).frame
+        frame = typed_frame(records, ctx.contract).frame
         mine = np.array([r["model_version_id"] == window["model_version_id"] for r in records])
         labeled = self._labeled(plan, frame, records, mine, ctx, metrics, previous=window["labeled"])
         if labeled is None:
@@ -595,208 +579,6 @@ class _Pass:
             decision = Decision(stage="operations", gate="monitor", verdict="pass", action="keep", next_stage=None,
                                 summary=f"{scope} monitored: no alert", evidence=evidence)
         r.decision = self.store.record_decision(self.project, decision)
-
-
-# -- cutting the log into windows ----------------------------------------------------------------
-def _cut_by_count(pending: list[tuple[int, datetime]], size: int) -> list[_Plan]:
-    """Full windows of ``size`` consecutive predictions; the rest waits."""
-    plans = []
-    for start in range(0, len(pending) - size + 1, size):
-        chunk = pending[start:start + size]
-        plans.append(_Plan(chunk[0][0], chunk[-1][0], size, None, None))
-    return plans
-
-
-def _cut_by_time(pending: list[tuple[int, datetime]], every: float, cursor_end: datetime | None,
-                 now: datetime) -> list[_Plan]:
-    """One window per closed period of ``every`` seconds (aligned to the epoch); empty periods in one window.
-
-    A window holds the predictions up to the last one (by seq) logged before its period ended, so every
-    prediction lands in exactly one window; one committed after its period was computed joins the next.
-    """
-    closed = _floor(now.timestamp(), every)
-    start = cursor_end.timestamp() if cursor_end is not None else None
-    if not pending:
-        return [_empty_plan(start, closed, 0)] if start is not None and closed > start else []
-    created = np.array([at.timestamp() for _, at in pending])
-    ends = np.array([_floor(x, every) + every for x in created])
-    if start is not None:
-        ends = np.maximum(ends, _floor(start, every) + every)  # rows late for a computed period join the next
-    order = np.argsort(ends, kind="stable")
-    reach = np.maximum.accumulate(order)  # the furthest row (by seq) any period up to here needs
-    plans: list[_Plan] = []
-    done = -1  # index of the last row already in a window
-    for end in np.unique(ends):
-        if end > closed:
-            break
-        last = int(reach[np.searchsorted(ends[order], end, side="right") - 1])
-        if last <= done:  # this period's rows went into an earlier window (logged before its rows, by seq)
-            start = end
-            continue
-        begin = end - every
-        if start is not None and begin > start:
-            plans.append(_empty_plan(start, begin, pending[done][0] if done >= 0 else pending[0][0] - 1))
-        plans.append(_Plan(pending[done + 1][0], pending[last][0], last - done, _dt(begin), _dt(end)))
-        done, start = last, end
-    if start is not None and done == len(pending) - 1 and closed > start:
-        plans.append(_empty_plan(start, closed, pending[done][0]))
-    elif start is not None and done < len(pending) - 1:
-        next_begin = min(closed, _floor(created[done + 1:].min(), every))
-        if next_begin > start:
-            plans.append(_empty_plan(start, next_begin, pending[done][0] if done >= 0 else pending[0][0] - 1))
-    return plans
-
-
-def _empty_plan(start: float, end: float, after_seq: int) -> _Plan:
-    return _Plan(after_seq + 1, after_seq, 0, _dt(start), _dt(end))
-
-
-def _floor(seconds: float, every: float) -> float:
-    return math.floor(seconds / every) * every
-
-
-def _dt(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _iso(value: datetime | None) -> str:
-    return value.isoformat(timespec="seconds") if value else "?"
-
-
-def _first(raw: list[dict]) -> datetime | None:
-    return min((r["created_at"] for r in raw if r["created_at"]), default=None)
-
-
-def _last(raw: list[dict]) -> datetime | None:
-    return max((r["created_at"] for r in raw if r["created_at"]), default=None)
-
-
-# -- reading the log -----------------------------------------------------------------------------
-def _parse_rows(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """The rows whose features are a JSON object (features parsed), and (seq, why) for the others."""
-    good, bad = [], []
-    for r in raw:
-        try:
-            features = json.loads(r["features"]) if isinstance(r["features"], str) else r["features"]
-        except (TypeError, ValueError) as exc:
-            bad.append((r["seq"], f"features are not valid JSON ({exc})"))
-            continue
-        if not isinstance(features, dict):
-            bad.append((r["seq"], f"features are {type(features).__name__}, not a JSON object of column: value"))
-            continue
-        try:
-            prediction = json.loads(r["prediction"]) if isinstance(r["prediction"], str) else r["prediction"]
-        except (TypeError, ValueError):
-            prediction = None
-        good.append({**r, "features": features, "prediction": prediction})
-    return good, bad
-
-
-@dataclass(frozen=True)
-class _Live:
-    """A window's readable rows as training held them, and per column: rows that sent it, wrong-typed values."""
-
-    frame: pd.DataFrame
-    present: dict[str, int]
-    wrong: dict[str, int]
-
-
-def _typed_frame(records: list[dict[str, Any]], contract: DataContract) -> _Live:
-    """The contract's columns as training held them (numbers as float, categories as text, missing as NaN).
-
-    A value of the wrong type becomes missing here and is counted apart by the quality check.
-    """
-    columns: dict[str, Any] = {}
-    present: dict[str, int] = {}
-    wrong: dict[str, int] = {}
-    for c in contract.columns:
-        values = [r["features"].get(c.name, _ABSENT) for r in records]
-        present[c.name] = sum(v is not _ABSENT for v in values)
-        typed = [_typed(c, v) for v in values]
-        columns[c.name] = [v for v, _ in typed]
-        wrong[c.name] = sum(bad for _, bad in typed)
-    frame = pd.DataFrame({c.name: _array(c, columns[c.name]) for c in contract.columns}, index=range(len(records)))
-    return _Live(frame, present, wrong)
-
-
-_ABSENT = object()
-
-
-def _typed(column: ColumnContract, value: Any) -> tuple[Any, bool]:
-    """(the value as training held it or None, whether it was of the wrong type)."""
-    if value is _ABSENT or value is None or (isinstance(value, float) and math.isnan(value)):
-        return None, False
-    if column.kind in ("numeric", "integer"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-            return None, True
-        return float(value), False
-    if column.kind == "boolean":
-        return (value, False) if isinstance(value, bool) else (None, True)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 12.0 from a JSON client means the category "12"
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        return None, True
-    return str(value), False
-
-
-def _array(column: ColumnContract, values: list) -> Any:
-    if column.kind in ("numeric", "integer"):
-        return np.array([np.nan if v is None else v for v in values], dtype="float64")
-    return pd.Series(values, dtype="object")
-
-
-def _with_columns(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
-    """``frame`` with every contract column (absent ones as missing), as the model expects."""
-    missing = [c for c in contract.feature_names if c not in frame.columns]
-    return frame.assign(**dict.fromkeys(missing, np.nan)) if missing else frame
-
-
-# -- data quality --------------------------------------------------------------------------------
-def _quality(live: _Live, ctx: _Context, unreadable: int, monitor: MonitorSpec, notes: list[str]) -> dict[str, Any]:
-    """Per column: missing (and the reference's), out of range, unknown category, wrong type; limit breaches.
-
-    A value of the wrong type counts against the out-of-range limit (numbers) or the unknown-category
-    limit (categories): the contract would refuse it either way.
-    """
-    limits = monitor.quality
-    frame, present = live.frame, live.present
-    n = len(frame)
-    columns: dict[str, dict[str, Any]] = {}
-    breaches: list[dict[str, Any]] = []
-    for c in ctx.contract.columns:  # type: ignore[union-attr]
-        s = frame[c.name]
-        if present[c.name] == 0:
-            notes.append(f"column '{c.name}' is missing from the log: none of the {n} readable rows sends it; "
-                         "send it with every request (the model fills it in, but drift cannot be measured)")
-        ref = ctx.reference[c.name] if ctx.reference is not None and c.name in ctx.reference.columns else None
-        row: dict[str, Any] = {
-            "missing": float(s.isna().mean()) if n else 0.0,
-            "missing_reference": float(ref.isna().mean()) if ref is not None and len(ref) else None,
-            "absent_share": 1 - present[c.name] / n if n else 0.0,
-        }
-        wrong = live.wrong[c.name] / n if n else 0.0
-        row["wrong_type"] = wrong
-        if c.kind in ("numeric", "integer") and (c.min is not None or c.max is not None):
-            values = s.to_numpy(dtype=float)
-            outside = (values < (c.min if c.min is not None else -np.inf)) | (values > (c.max if c.max is not None
-                                                                                        else np.inf))
-            row["out_of_range"] = float(outside.sum() / n) if n else 0.0
-            _limit(breaches, c.name, "out_of_range", row["out_of_range"] + wrong, limits.out_of_range)
-        elif c.kind == "categorical" and c.categories is not None:
-            sent = s.dropna()
-            unknown = sent[~sent.isin(c.categories)]
-            row["unknown_category"] = float(len(unknown) / n) if n else 0.0
-            row["unknown_values"] = sorted(set(unknown))[:10]
-            _limit(breaches, c.name, "unknown_category", row["unknown_category"] + wrong, limits.unknown_category)
-        rise = row["missing"] - (row["missing_reference"] or 0.0)
-        _limit(breaches, c.name, "missing_increase", rise, limits.missing_increase)
-        columns[c.name] = row
-    return {"rows": n, "unreadable_rows": unreadable, "columns": columns, "breaches": breaches}
-
-
-def _limit(breaches: list[dict[str, Any]], column: str, measure: str, value: float, limit: float) -> None:
-    if value > limit:
-        breaches.append({"column": column, "measure": measure, "value": value, "limit": limit})
 
 
 # -- the model's side ----------------------------------------------------------------------------
@@ -879,176 +661,6 @@ def _latency(raw: list[dict[str, Any]]) -> dict[str, Any]:
         return {"rows": 0, "p50_ms": None, "p99_ms": None, "note": "no latency was logged for these rows"}
     p50, p99 = np.percentile(values, [50, 99])
     return {"rows": int(len(values)), "p50_ms": float(p50), "p99_ms": float(p99)}
-
-
-# -- alerts --------------------------------------------------------------------------------------
-def _verdicts(metrics: dict[str, Any]) -> dict[str, bool | None]:
-    """Which input-side alert kinds this window raises (None: not judged)."""
-    quality, drift, perf = metrics.get("quality"), metrics.get("drift"), metrics.get("performance")
-    estimated = (perf or {}).get("estimated") or {}
-    output = (drift or {}).get("output") or {}
-    refused = bool((metrics.get("rejected") or {}).get("breach"))
-    return {
-        "data_quality": True if refused else None if quality is None else bool(quality["breaches"]),
-        "drift": None if drift is None else bool(drift["important"] or output.get("drifted")),
-        "goal_breach_estimated": None if "met" not in estimated else not estimated["met"],
-    }
-
-
-def _window_alerts(window_id: int, metrics: dict[str, Any], goal: Any,
-                   monitor: MonitorSpec) -> Iterable[tuple[str, str, dict[str, Any]]]:
-    """(kind, summary, detail) of each input-side alert the window raises."""
-    w = metrics["window"]
-    where = f"window {window_id} (seqs {w['first_seq']}–{w['last_seq']})"
-    verdicts = metrics["verdicts"]
-    if verdicts["drift"]:
-        drift = metrics["drift"]
-        ranked = [c for c in drift["columns"] if c["drifted"]]
-        output = drift.get("output") or {}
-        parts = []
-        if drift["important"]:
-            parts.append("drift in " + ", ".join(drift["important"][:5])
-                         + (f" (of {len(ranked)} drifted column(s))" if len(ranked) > len(drift["important"]) else ""))
-        if output.get("drifted"):
-            parts.append(f"the model's output drifted (PSI {output['psi']:.2f})")
-        yield "drift", f"{where}: " + "; ".join(parts), {
-            "window_id": window_id, "important": drift["important"],
-            "columns": [{k: c.get(k) for k in ("column", "score", "effect", "importance", "psi", "p_adjusted")}
-                        for c in ranked],
-            "output": output, "domain_classifier": drift.get("domain_classifier"),
-            "min_importance": monitor.drift.min_importance}
-    if verdicts["data_quality"]:
-        rejected = metrics.get("rejected") or {}
-        breaches = [*((metrics.get("quality") or {}).get("breaches") or []),
-                    *([rejected["breach"]] if rejected.get("breach") else [])]
-        shown = ", ".join(_rejected_text(rejected) if b["measure"] == "rejected"
-                          else f"{b['column']} {b['measure']} {b['value']:.1%} > {b['limit']:.0%}"
-                          for b in breaches[:4])
-        yield "data_quality", f"{where}: data quality over limits: {shown}" + (" ..." if len(breaches) > 4 else ""), {
-            "window_id": window_id, "breaches": breaches}
-    if verdicts["goal_breach_estimated"]:
-        est = metrics["performance"]["estimated"]
-        side = "upper" if not goal.greater_is_better else "lower"
-        yield "goal_breach_estimated", (
-            f"{where}: goal {goal.describe()} likely breached before labels: estimated {est['metric']} "
-            f"{est['value']:.3f} ({side} 95% bound {est['bound']:.3f}) on {est['rows']} predictions"), {
-            "window_id": window_id, **est}
-
-
-def _rejected_text(rejected: dict[str, Any]) -> str:
-    """``rejected 28.6% > 5% (3 requests; age type 2 rows, ...)``: a breach of ``quality.rejected`` in words."""
-    shown = ", ".join(f"{g['column'] or 'request'} {g['kind']} {g['rows'] or g['requests']} "
-                      f"{'row' if g['rows'] else 'request'}(s)" for g in rejected["columns"][:3])
-    more = " ..." if len(rejected["columns"]) > 3 else ""
-    return (f"rejected {rejected['share']:.1%} > {rejected['limit']:.0%} "
-            f"({rejected['requests']} request(s) refused; {shown}{more})")
-
-
-def post_alert(url: str, payload: dict[str, Any], *, attempts: int = _WEBHOOK_ATTEMPTS,
-               backoff_s: tuple[float, ...] = _WEBHOOK_BACKOFF_S, timeout_s: float = _WEBHOOK_TIMEOUT_S
-               ) -> dict[str, Any]:
-    """POST ``payload`` as JSON to ``url``; retry connection errors, 429 and 5xx with backoff; never raise.
-
-    Returns the delivery record stored with the alert: the host (never the full URL, which may hold a
-    token), attempts, the last HTTP status, whether it was delivered and the last error.
-
-    >>> post_alert("http://127.0.0.1:9/hook", {"kind": "drift"}, attempts=1)["delivered"]
-    False
-    """
-    import httpx
-
-    parts = urlsplit(url)
-    record: dict[str, Any] = {"host": f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}", "attempts": 0,
-                              "status": None, "delivered": False, "error": None}
-    with httpx.Client(timeout=timeout_s) as client:
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(backoff_s[min(attempt - 1, len(backoff_s) - 1)])
-            record["attempts"] = attempt + 1
-            try:
-                response = client.post(url, json=payload)
-            except httpx.HTTPError as exc:
-                record["error"] = f"{type(exc).__name__}: {exc}"
-                continue
-            record["status"] = response.status_code
-            if response.is_success:
-                record.update(delivered=True, error=None)
-                return record
-            record["error"] = f"HTTP {response.status_code}"
-            if response.status_code != 429 and response.status_code < 500:
-                break  # the receiver refuses this alert; sending it again will not change that
-    logger.warning("loopml monitor: alert %s not delivered to %s after %d attempt(s): %s", payload.get("alert_id"),
-                   record["host"], record["attempts"], record["error"])
-    return record
-
-
-# -- Prometheus ----------------------------------------------------------------------------------
-_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def update_monitor_gauges(registry: CollectorRegistry, store: Store, project: str) -> None:
-    """Set the monitoring gauges in ``registry`` from the store (the serving app's registry, for ``/metrics``).
-
-    Call it before rendering each scrape; the gauges are created in ``registry`` on the first call.
-
-    - ``loopml_monitor_alert{kind}``: 1 when the latest window judged on that kind raised it, else 0
-      (``goal_breached``: the latest window with labeled performance)
-    - ``loopml_monitor_alerts{kind}``: alerts raised so far
-    - ``loopml_monitor_last_seq``: the last prediction seq monitored
-    - ``loopml_monitor_drifted_columns``: drifted columns in the latest window
-    - ``loopml_monitor_goal_metric{source}``: the goal metric in the latest window, ``estimated`` or
-      ``labeled`` (NaN when there is none)
-    - ``loopml_monitor_latency_p99_ms``: p99 latency in the latest window
-    - ``loopml_monitor_rejected_share``: the share of rows serving refused (422) in the latest window
-
-    >>> from prometheus_client import CollectorRegistry, generate_latest
-    >>> registry = CollectorRegistry()
-    >>> update_monitor_gauges(registry, store, "benefits-outreach")              # doctest: +SKIP
-    >>> b'loopml_monitor_alert{kind="drift"}' in generate_latest(registry)        # doctest: +SKIP
-    True
-    """
-    gauges = _GAUGES.get(registry)
-    if gauges is None:
-        gauges = _GAUGES[registry] = _make_gauges(registry)
-    windows = [w for w in store.monitor_windows(project, kind=_KIND, last=10) if w["rows"] > 0]
-    latest = windows[-1] if windows else None
-    verdicts = (latest or {}).get("metrics", {}).get("verdicts", {}) if latest else {}
-    labeled = next((w["labeled"] for w in reversed(windows) if (w["labeled"] or {}).get("met") is not None), None)
-    for kind in ALERT_KINDS:
-        on = (labeled or {}).get("met") is False if kind == "goal_breached" else bool(verdicts.get(kind))
-        gauges["alert"].labels(kind=kind).set(1 if on else 0)
-    counts = store.alert_counts(project)
-    for kind in sorted(set(ALERT_KINDS) | set(counts)):
-        gauges["alerts"].labels(kind=kind).set(counts.get(kind, 0))
-    gauges["last_seq"].set(store.monitor_cursor(project)["last_seq"])
-    metrics = (latest or {}).get("metrics") or {}
-    gauges["drifted"].set(len(((metrics.get("drift") or {}).get("drifted")) or []))
-    estimated = ((metrics.get("performance") or {}).get("estimated") or {}).get("value")
-    gauges["metric"].labels(source="estimated").set(math.nan if estimated is None else estimated)
-    value = (latest or {}).get("labeled") or {}
-    gauges["metric"].labels(source="labeled").set(value.get("value", math.nan) if latest else math.nan)
-    p99 = (metrics.get("latency") or {}).get("p99_ms")
-    gauges["p99"].set(math.nan if p99 is None else p99)
-    gauges["rejected"].set((metrics.get("rejected") or {}).get("share", math.nan) if latest else math.nan)
-
-
-def _make_gauges(registry: CollectorRegistry) -> dict[str, Any]:
-    from prometheus_client import Gauge
-
-    # Every worker reads the same store, so the latest value set is the right one to export.
-    mode = {"registry": registry, "multiprocess_mode": "mostrecent"}
-    return {
-        "alert": Gauge("loopml_monitor_alert", "1 when the latest monitored window raised this alert kind.",
-                       ["kind"], **mode),
-        "alerts": Gauge("loopml_monitor_alerts", "Alerts raised so far, by kind.", ["kind"], **mode),
-        "last_seq": Gauge("loopml_monitor_last_seq", "The last prediction seq monitored.", **mode),
-        "drifted": Gauge("loopml_monitor_drifted_columns", "Drifted columns in the latest window.", **mode),
-        "metric": Gauge("loopml_monitor_goal_metric", "The goal metric in the latest window, estimated or labeled.",
-                        ["source"], **mode),
-        "p99": Gauge("loopml_monitor_latency_p99_ms", "p99 prediction latency in the latest window (ms).", **mode),
-        "rejected": Gauge("loopml_monitor_rejected_share", "Share of the rows sent that serving refused (422) in "
-                          "the latest window.", **mode),
-    }
 
 
 def _duration(seconds: float) -> str:

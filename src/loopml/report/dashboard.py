@@ -96,6 +96,12 @@ def dashboard_app(store: Store, project: str, *, spec: ProjectSpec | None = None
     async def _loopml_error(request: Request, exc: LoopmlError) -> Response:
         return _error_page(request, _status(exc), str(exc))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback after this page is sent; the page says what failed and that nothing changed.
+        return _error_page(request, 500, f"the dashboard failed on {request.url.path}: {type(exc).__name__}: "
+                                         f"{exc}. Nothing was changed; the server's log holds the traceback")
+
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> Response:
         return _page(request, "dashboard/home.html.j2", "loop", **_home(request.app))
@@ -273,10 +279,11 @@ def _evidence_text(evidence: dict[str, Any]) -> str:
 
 
 def _page(request: Request, template: str, name: str, *, active: str | None = None, status: int = 200,
-          **context: Any) -> Response:
+          subtitle: str | None = None, **context: Any) -> Response:
     """``template`` as the page ``name`` (its title), with ``active`` (default ``name``) marked in the navigation."""
     project = request.app.state.project
-    html = render_page(template, title=f"{project}: {name}", subtitle=_subtitle(request.app),
+    html = render_page(template, title=f"{project}: {name}",
+                       subtitle=_subtitle(request.app) if subtitle is None else subtitle,
                        nav=_nav(active or name), project=project, **context)
     return HTMLResponse(html, status_code=status)
 
@@ -291,7 +298,9 @@ def _nav(active: str) -> list[dict[str, Any]]:
 
 
 def _error_page(request: Request, status: int, message: str) -> Response:
-    return _page(request, "dashboard/error.html.j2", "error", status=status, status_code=status, message=message)
+    # A 500 may come from the store itself, so its page does not read the goal from it.
+    return _page(request, "dashboard/error.html.j2", "error", status=status, status_code=status, message=message,
+                 subtitle="" if status >= 500 else None)
 
 
 def _problem(error: dict[str, Any]) -> str:

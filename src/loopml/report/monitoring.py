@@ -21,10 +21,9 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from loopml.data.snapshot import frame_from_parquet
+from loopml.data.snapshot import snapshot_frame
 from loopml.errors import LoopmlError, NotFoundError
 from loopml.report.charts import Series, bar_chart, category_bars, histogram, line_chart
 from loopml.report.page import Report, render_page, svg
@@ -246,11 +245,7 @@ def _distributions(store: Store, project: str, computed: list[dict[str, Any]],
 
 def _reference(store: Store, version: ModelVersion) -> pd.DataFrame:
     """The training snapshot of ``version``, at most ``_DISTRIBUTION_ROWS`` rows (a seeded sample)."""
-    frame = frame_from_parquet(store.read_snapshot(store.snapshot(version.snapshot_id)))
-    if len(frame) <= _DISTRIBUTION_ROWS:
-        return frame
-    take = np.sort(np.random.default_rng(0).choice(len(frame), _DISTRIBUTION_ROWS, replace=False))
-    return frame.iloc[take].reset_index(drop=True)
+    return snapshot_frame(store, store.snapshot(version.snapshot_id), max_rows=_DISTRIBUTION_ROWS, seed=0)
 
 
 def _live_rows(store: Store, project: str, window: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from loopml.business.metrics import METRICS
-from loopml.data.snapshot import frame_from_parquet
+from loopml.data.snapshot import snapshot_frame
 from loopml.errors import LoopmlError, NotFoundError
 from loopml.report._model import evaluate_on_holdout, model_section
 from loopml.report.charts import category_bars, histogram, missing_map
@@ -49,6 +49,7 @@ _DISTRIBUTIONS = 3  # per source: its most important columns
 _MAP_COLUMNS = 24
 _MAP_BLOCKS = 40
 _CHART_WIDTH = 560
+_PARTS_SAMPLE_ROWS = 100_000  # rows of a snapshot stored in parts the charts are drawn from
 _VERDICTS = {"registered": ("goal met", "good"), "goal_not_met": ("goal not met", "bad"),
              "data_insufficient": ("not enough data", "bad"), "not_deployable": ("registered, not deployed", "bad"),
              "running": ("still running", ""), "failed": ("failed", "bad")}
@@ -182,7 +183,9 @@ class _Context:
         if self.snapshot is None:
             return None
         try:
-            return frame_from_parquet(self.store.read_snapshot(self.snapshot))
+            # A snapshot cleaned in partitions may not fit in memory: its charts are drawn from a sample.
+            parts = self.snapshot.report.get("layout") == "parts"
+            return snapshot_frame(self.store, self.snapshot, max_rows=_PARTS_SAMPLE_ROWS if parts else None)
         except (LoopmlError, OSError, ValueError) as exc:
             self.problems.append(f"the snapshot's rows cannot be read ({exc}): distributions, the missing-value "
                                  "map and everything computed on the holdout are left out")
@@ -209,6 +212,8 @@ class _Context:
         frame, b, e = self.frame, self.business, self.goal_evidence
         if frame is None or not e:
             return None
+        if self.snapshot is not None and self.snapshot.report.get("layout") == "parts":
+            return self._holdout_of_parts(e)
         split = e.get("holdout_split") or {}
         if not split and self.spec is not None:
             split = {"fraction": self.spec.data.holdout, "seed": self.spec.model.seed}
@@ -224,6 +229,19 @@ class _Context:
             self.problems.append(f"the rebuilt holdout has {len(holdout):,} rows where the run used "
                                  f"{e['holdout_rows']:,}: the computed charts may differ from the run's numbers")
         return holdout.reset_index(drop=True)
+
+    def _holdout_of_parts(self, e: dict[str, Any]) -> pd.DataFrame | None:
+        """The holdout rows a run trained in partitions was evaluated on, drawn again from the parts."""
+        from loopml.model._large import locked_holdout
+
+        split = e.get("holdout_split") or {}
+        try:
+            parts = self.store.snapshot_parts(self.snapshot)
+            return locked_holdout(parts, seed=int(split.get("seed", 0)), fraction=float(split.get("fraction", 0.2)),
+                                  max_rows=(e.get("holdout") or {}).get("rows"))
+        except (LoopmlError, OSError, ValueError) as exc:
+            self.problems.append(f"the locked holdout cannot be read from the snapshot's parts ({exc})")
+            return None
 
     @cached_property
     def evaluation(self) -> dict[str, Any]:
@@ -320,11 +338,16 @@ def _scalar(value: Any) -> bool:
 # -- data ----------------------------------------------------------------------------------------
 def _sources(decisions: list[Decision], snapshot: SnapshotRecord | None, run_decisions: list[Decision],
              spec: ProjectSpec | None) -> list[dict[str, Any]]:
-    """Each source as the store holds it: the run that built the snapshot, and the latest `loopml assess`."""
+    """Each source as the store holds it: the run that built its snapshot, the last assessment before the next run."""
     built = _build_decisions(decisions, snapshot.id) if snapshot is not None else run_decisions
     collect = next((d.evidence for d in built if d.stage == "data" and d.gate == "collect"), {})
     paid = {d.evidence.get("source"): d for d in built if d.stage == "data" and d.gate == "source_pays_off"}
-    assessed = next((d for d in reversed(decisions) if d.stage == "data" and d.gate == "assessment"), None)
+    # An assessment made after a later run started describes data this run never saw.
+    run = run_decisions[-1].run_id if run_decisions else None
+    later = [d.id or 0 for d in decisions if run is not None and d.gate == "goal_fits_task"  # a loop run's first
+             and d.run_id is not None and d.run_id > run]
+    assessed = next((d for d in reversed(decisions) if d.stage == "data" and d.gate == "assessment"
+                     and (not later or (d.id or 0) < min(later))), None)
     by_name = {s["name"]: s for s in (assessed.evidence.get("sources") or [])} if assessed else {}
     joins = {j["source"]: j for j in collect.get("joins") or []}
     used = (snapshot.report.get("sources_used") if snapshot is not None else None) or []

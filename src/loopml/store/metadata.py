@@ -248,6 +248,72 @@ class Store:
     def read_snapshot(self, snapshot: SnapshotRecord) -> bytes:
         return self.artifacts.read(snapshot.artifact_path, snapshot.artifact_sha256)
 
+    def save_snapshot_parts(self, project: str, *, input_key: str, parts: list[Path], data_hash: str, rows: int,
+                            columns: int, contract: dict, report: dict) -> SnapshotRecord:
+        """Store a snapshot made of Parquet part files (the larger-than-memory path).
+
+        Each part is copied into the artifact store; the snapshot's artifact is a JSON manifest listing them.
+
+        >>> store.save_snapshot_parts("p", input_key="k", parts=[Path("part.0.parquet")], data_hash="h",
+        ...                           rows=10, columns=3, contract={}, report={})  # doctest: +SKIP
+        """
+        if not parts:
+            raise StoreError("a parts snapshot needs at least one part file; received an empty list of parts")
+        entries, refs = [], []
+        try:
+            for part in map(Path, parts):
+                part_rows = _parquet_rows(part)
+                ref = self.artifacts.put(part.read_bytes(), kind="snapshots", suffix=".parquet")
+                refs.append(ref)
+                entries.append({"path": ref.path, "sha256": ref.sha256, "rows": part_rows})
+            counted = sum(e["rows"] for e in entries)
+            if counted != rows:
+                raise StoreError(f"the {len(entries)} snapshot parts hold {counted} rows, but rows={rows} was "
+                                 "given; pass the parts' total row count")
+            manifest = json.dumps({"layout": "parts", "parts": entries}, sort_keys=True).encode()
+            refs.append(ref := self.artifacts.put(manifest, kind="snapshots", suffix=".json"))
+            with self.engine.begin() as conn:
+                for part_ref in refs[:-1]:
+                    self._artifact_row(conn, project, "snapshot_part", part_ref)
+                artifact_id = self._artifact_row(conn, project, "snapshot", ref)
+                conn.execute(t.snapshots.insert().values(
+                    project=project, input_key=input_key, data_hash=data_hash, artifact_id=artifact_id, rows=rows,
+                    columns=columns, contract=contract, report={**report, "layout": "parts"}, created_at=_now()))
+        except Exception:
+            for stored in refs:
+                if not self._artifact_referenced(stored.path):
+                    self.artifacts.remove(stored.path)
+            raise
+        return self.find_snapshot(project, input_key)  # type: ignore[return-value]
+
+    def snapshot_parts(self, snapshot: SnapshotRecord) -> list[Path]:
+        """The absolute paths of a parts snapshot's Parquet files, each checked to exist with its recorded size.
+
+        >>> [p.name for p in store.snapshot_parts(snapshot)]  # doctest: +SKIP
+        ['3f2a….parquet', '9c41….parquet']
+        """
+        if snapshot.report.get("layout") != "parts":
+            raise StoreError(f"data snapshot {snapshot.id} is a single Parquet file, not a parts snapshot; read it "
+                             "with Store.read_snapshot")
+        manifest = json.loads(self.artifacts.read(snapshot.artifact_path, snapshot.artifact_sha256))
+        rels = [entry["path"] for entry in manifest["parts"]]
+        with self.engine.connect() as conn:
+            sizes = dict(conn.execute(sa.select(t.artifacts.c.path, t.artifacts.c.size)
+                                      .where(t.artifacts.c.path.in_(rels))).all())
+        paths = []
+        for rel in rels:
+            path = self.artifacts.root / rel
+            if not path.is_file():
+                raise ArtifactError(f"snapshot part '{rel}' of data snapshot {snapshot.id} is missing from "
+                                    f"{self.artifacts.root}; restore the folder or re-run `loopml run`")
+            found = path.stat().st_size
+            if found != sizes.get(rel):
+                raise ArtifactError(f"snapshot part '{rel}' of data snapshot {snapshot.id} has {found} bytes, "
+                                    f"{sizes.get(rel)} were recorded: the file was changed or truncated after it "
+                                    "was stored. Restore the folder or re-run `loopml run`")
+            paths.append(path)
+        return paths
+
     def _snapshot_where(self, *where) -> SnapshotRecord | None:
         q = (sa.select(t.snapshots, t.artifacts.c.path, t.artifacts.c.sha256)
              .join(t.artifacts, t.artifacts.c.id == t.snapshots.c.artifact_id).where(*where))
@@ -1025,6 +1091,19 @@ def _insert_skipping_existing(dialect: str, table: sa.Table = t.predictions, key
     else:
         raise StoreError(f"skip_existing needs PostgreSQL or SQLite; this store runs on {dialect}")
     return insert(table).on_conflict_do_nothing(index_elements=[key])
+
+
+def _parquet_rows(part: Path) -> int:
+    # The row count is in the Parquet footer: nothing is read into memory to count.
+    import pyarrow.parquet as pq
+
+    if not part.is_file():
+        raise StoreError(f"snapshot part {part} does not exist; pass the Parquet part files that were written")
+    rows = pq.ParquetFile(part).metadata.num_rows
+    if rows == 0:
+        raise StoreError(f"snapshot part {part} holds no rows; every part of a snapshot must hold rows, drop "
+                         "empty parts before storing")
+    return rows
 
 
 def _decision(r) -> Decision:
