@@ -459,8 +459,8 @@ class _Loop:
                             f"be honoured when the file is read in partitions (it is {size:,} bytes, larger than "
                             f"compute.memory_limit); convert it to Parquet or to a comma-separated UTF-8 CSV with a "
                             f"header, or raise compute.memory_limit above {size:,} bytes")
-        compute = self._compute_here()
-        where = compute.describe()
+        compute = self._compute_here("data")
+        where = f"Dask at {compute.address} ({compute.workers} workers)"  # the batch matters to the model, not here
         self.progress("data", f"assessing and cleaning '{base.name}' in partitions on {where}")
         started = time.monotonic()
         scratch = spec.root / ".loopml"
@@ -674,11 +674,12 @@ class _Loop:
                      {**evidence, "diagnosis": diag})
         return {"met": False, "diagnosis": diag}
 
-    def _compute_here(self) -> Compute:
+    def _compute_here(self, stage: str = "model") -> Compute:
+        """The run's compute, connected on first use; ``stage`` is the stage that needs it first."""
         if self._compute is None:
             self._compute = compute_for(self.spec)
             if self.spec.compute.dask is not None:
-                self.progress("model", f"search trials on {self._compute.describe()}")
+                self.progress(stage, f"connected to {self._compute.describe()}")
         return self._compute
 
     def _trial_progress(self, trials_done: int, best: float | None, seconds_left: float | None) -> None:
